@@ -1,0 +1,1 @@
+"""gridwhistle's services: each sub-package is an independent process with its own database."""

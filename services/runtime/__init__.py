@@ -1,0 +1,1 @@
+"""Shared runtime every service imports: clock, settings, database, outbox, consumers, HTTP host."""

@@ -1,0 +1,174 @@
+"""Idempotent, dead-lettering consumption of catalogue events.
+
+Per record: decode (a poison record goes straight to the topic's dead-letter twin); in one
+transaction claim the event id for this consumer (a duplicate ends here), run the handler,
+which changes state and stages events in the outbox; commit; only then is the offset
+committed (ack). A failing handler is retried a bounded number of times, then dead-lettered so
+the partition keeps flowing. An infrastructure failure (database or broker unreachable) is
+never dead-lettered: the record is nacked and redelivered once the dependency is back.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from contracts.envelope import HEADER_CORRELATION, Envelope, PoisonMessage, header_map
+from contracts.events import CATALOGUE
+from services.runtime.logs import bind_event_context, clear_event_context, get_logger
+from services.runtime.metrics import RuntimeMetrics
+from services.runtime.outbox import UnitOfWork
+
+log = get_logger(__name__)
+
+Handler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
+DeadLetterPublish = Callable[[str, bytes | None, bytes | None, dict[str, str]], Awaitable[Any]]
+
+HEADER_DLQ_REASON = "gw-dlq-reason"
+HEADER_DLQ_DETAIL = "gw-dlq-detail"
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """True when the failure is the database or broker being unreachable, not the record."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc,
+        OperationalError | InterfaceError | DisconnectionError | ConnectionError | OSError | TimeoutError | KafkaError,
+    )
+
+
+@dataclass(frozen=True)
+class Record:
+    """The parts of a Kafka record the consumer needs (decoupled from the client library)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+class EventConsumer:
+    """Runs handlers for catalogue events on one topic, exactly once in effect."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        dead_letter_topic: str,
+        handlers: Mapping[str, Handler],
+        unit_of_work: Callable[[], UnitOfWork],
+        publish_dead_letter: DeadLetterPublish,
+        metrics: RuntimeMetrics,
+        max_attempts: int = 3,
+        infra_backoff_seconds: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._dlq = dead_letter_topic
+        self._handlers = dict(handlers)
+        self._uow = unit_of_work
+        self._publish_dlq = publish_dead_letter
+        self._metrics = metrics
+        self._max_attempts = max_attempts
+        self._infra_backoff = infra_backoff_seconds
+
+    async def process(self, record: Record) -> str:
+        """Process one record; return the outcome. Raises only on infrastructure failure."""
+        clear_event_context()
+        try:
+            envelope = CATALOGUE.decode(record.value)
+        except PoisonMessage as poison:
+            await self._dead_letter(record, poison.reason, poison.detail, event_type="invalid")
+            return "dead_lettered"
+        bind_event_context(
+            incident_id=envelope.subject,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.causation_id,
+        )
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            self._metrics.consumed.labels(record.topic, envelope.type, "ignored").inc()
+            return "ignored"
+        started = time.perf_counter()
+        try:
+            outcome = await self._run_with_retries(handler, envelope, record)
+        except PoisonMessage as rejected:
+            await self._dead_letter(record, rejected.reason, rejected.detail, event_type=envelope.type)
+            return "dead_lettered"
+        except Exception as exc:
+            if is_infrastructure_error(exc):
+                self._metrics.retries.labels(record.topic, "infrastructure").inc()
+                log.warning("infrastructure failure; record will be redelivered", error=repr(exc)[:300])
+                await asyncio.sleep(self._infra_backoff)
+                raise
+            await self._dead_letter(record, "handler_failed", repr(exc), event_type=envelope.type)
+            return "dead_lettered"
+        self._metrics.handler_seconds.labels(record.topic).observe(time.perf_counter() - started)
+        self._metrics.consumed.labels(record.topic, envelope.type, outcome).inc()
+        return outcome
+
+    async def _run_with_retries(self, handler: Handler, envelope: Envelope, record: Record) -> str:
+        def retryable(exc: BaseException) -> bool:
+            retry = not isinstance(exc, PoisonMessage) and not is_infrastructure_error(exc)
+            if retry:
+                self._metrics.retries.labels(record.topic, "handler").inc()
+                log.warning("handler failed; retrying", error=repr(exc)[:300])
+            return retry
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=wait_exponential(multiplier=0.05, max=1.0),
+            retry=retry_if_exception(retryable),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._uow() as uow:
+                    if not await uow.claim(self.name, str(envelope.id)):
+                        return "duplicate"
+                    await handler(uow, envelope)
+        return "processed"
+
+    async def _dead_letter(self, record: Record, reason: str, detail: str, *, event_type: str) -> None:
+        headers = {
+            **record.headers,
+            HEADER_DLQ_REASON: reason,
+            HEADER_DLQ_DETAIL: detail[:1000],
+            "gw-dlq-consumer": self.name,
+            "gw-dlq-source-topic": record.topic,
+            "gw-dlq-source-partition": str(record.partition),
+            "gw-dlq-source-offset": str(record.offset),
+        }
+        # Awaited: the offset must not be committed before the dead letter is safely stored.
+        await self._publish_dlq(self._dlq, record.key, record.value or b"", headers)
+        self._metrics.dead_lettered.labels(record.topic, reason).inc()
+        self._metrics.consumed.labels(record.topic, event_type, "dead_lettered").inc()
+        log.error(
+            "record dead-lettered",
+            reason=reason,
+            detail=detail[:300],
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            correlation_id=record.headers.get(HEADER_CORRELATION),
+        )
+
+
+def record_from_kafka(raw: Any) -> Record:
+    """Convert an aiokafka ConsumerRecord into a Record."""
+    return Record(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key,
+        value=raw.value,
+        headers=header_map(raw.headers),
+    )

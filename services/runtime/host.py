@@ -1,0 +1,239 @@
+"""The service host: wires engine, broker, outbox relay, consumers and the HTTP app of one service.
+
+Each service's `create_app(settings)` builds a ServiceRuntime, registers its subscribers and
+routes on it, and returns `runtime.http_app(...)`. Nothing connects before the app's lifespan
+starts, so tests can swap the broker for FastStream's in-memory TestKafkaBroker first.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Response
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.middlewares import AckPolicy
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData
+
+from contracts.topics import TopicSpec
+from services.runtime.clock import Clock, SystemClock
+from services.runtime.consumer import EventConsumer, Handler, record_from_kafka
+from services.runtime.db import add_runtime_tables, create_engine, create_schema, ping
+from services.runtime.http import LimitRequestBody
+from services.runtime.logs import configure_logging, get_logger
+from services.runtime.metrics import RuntimeMetrics
+from services.runtime.outbox import OutboxRelay, UnitOfWork
+from services.runtime.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+BackgroundTask = Callable[[], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """Everything one service process shares between its handlers, routes and background tasks."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        metadata: MetaData,
+        clock: Clock | None = None,
+        *,
+        configure_logs: bool = True,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.metadata = metadata
+        if configure_logs:
+            configure_logging(name, settings.log_level, settings.log_json)
+        self.tables = add_runtime_tables(metadata)
+        self.engine = create_engine(settings.database_url)
+        self.metrics = RuntimeMetrics(name)
+        middlewares = []
+        if settings.metrics_enabled:
+            middlewares.append(
+                KafkaPrometheusMiddleware(registry=self.metrics.registry, app_name=f"gridwhistle-{name}")
+            )
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"gridwhistle-{name}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+            graceful_timeout=10.0,
+            middlewares=middlewares,
+            # Per-message "received/processed" lines would drown the JSON logs at load.
+            log_level=logging.DEBUG,
+        )
+        self.relay = OutboxRelay(
+            self.engine,
+            self.tables[0],
+            self._publish,
+            self.clock,
+            self.metrics,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+            lock_name=f"gridwhistle-outbox-{name}",
+        )
+        self.consumers: list[EventConsumer] = []
+        self._background: list[tuple[str, BackgroundTask]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    def topic(self, spec: TopicSpec) -> str:
+        """The concrete topic name (with this deployment's prefix)."""
+        return self.settings.topic_prefix + spec.name
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A new transaction whose outbox rows wake the relay on commit."""
+        return UnitOfWork(
+            self.engine,
+            self.tables,
+            self.clock,
+            topic_prefix=self.settings.topic_prefix,
+            on_commit=self.relay.notify,
+        )
+
+    def subscribe(self, spec: TopicSpec, handlers: Mapping[str, Handler], *, purpose: str = "main") -> EventConsumer:
+        """Consume `spec` in this service's own consumer group, committing only after processing."""
+        group_id = f"{self.settings.topic_prefix}gridwhistle.{self.name}.{purpose}"
+        consumer = EventConsumer(
+            name=group_id,
+            dead_letter_topic=self.settings.topic_prefix + spec.dead_letter,
+            handlers=handlers,
+            unit_of_work=self.unit_of_work,
+            publish_dead_letter=self._publish_confirmed,
+            metrics=self.metrics,
+            max_attempts=self.settings.handler_max_attempts,
+            infra_backoff_seconds=self.settings.infra_retry_backoff_seconds,
+        )
+
+        # NACK_ON_ERROR: the offset is committed after the handler returns; an exception (only
+        # infrastructure failures escape EventConsumer) seeks back so the record is redelivered.
+        @self.broker.subscriber(
+            self.topic(spec),
+            group_id=group_id,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            auto_offset_reset="earliest",
+            max_poll_records=200,
+            title=f"{self.name}:{spec.name}",
+        )
+        async def on_record(msg: KafkaMessage) -> None:
+            await consumer.process(record_from_kafka(msg.raw_message))
+
+        self.consumers.append(consumer)
+        return consumer
+
+    def add_background(self, name: str, task: BackgroundTask) -> None:
+        """Run `task` for the life of the app (e.g. the deadline scheduler)."""
+        self._background.append((name, task))
+
+    async def _publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> Any:
+        return await self.broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+
+    async def _publish_confirmed(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]) -> Any:
+        return await self.broker.publish(value or b"", topic, key=key, headers=headers)
+
+    async def start(self) -> None:
+        """Create the schema, connect the broker, start the relay and background tasks."""
+        await create_schema(self.engine, self.metadata)
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        for name, task in self._background:
+            self._tasks.append(asyncio.create_task(_supervised(name, task), name=f"{self.name}-{name}"))
+        self.started = True
+        log.info("service started", bootstrap=self.settings.kafka_bootstrap_servers)
+
+    async def stop(self) -> None:
+        """Stop consuming, let the relay publish what committed, then release everything."""
+        self.started = False
+        await self.broker.stop()
+        await self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.engine.dispose()
+        log.info("service stopped")
+
+    async def readiness(self) -> dict[str, Any]:
+        """Check the dependencies that must answer for this service to do its job."""
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(ping(self.engine), timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            checks["broker"] = "ok" if await self.broker.ping(timeout=2) else "unreachable"
+        except Exception as exc:  # noqa: BLE001
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        checks["outbox_relay"] = "ok" if self.relay.healthy else "failing"
+        checks["ready"] = self.started and all(v == "ok" for k, v in checks.items() if k != "ready")
+        return checks
+
+    def http_app(self, *, title: str, routers: Iterable[APIRouter] = ()) -> FastAPI:
+        """The service's FastAPI app: its routers plus /health, /live and /metrics."""
+
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, lifespan=lifespan, version="1.0")
+        app.state.runtime = self
+
+        @app.get("/live", tags=["ops"], summary="Liveness: the process answers")
+        async def live() -> dict[str, str]:
+            return {"status": "alive", "service": self.name}
+
+        @app.get("/health", tags=["ops"], summary="Readiness: database and broker answer")
+        async def health(response: Response) -> dict[str, Any]:
+            checks = await self.readiness()
+            response.status_code = 200 if checks["ready"] else 503
+            return {"service": self.name, **checks}
+
+        @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+        async def metrics() -> Response:
+            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+        for router in routers:
+            app.include_router(router)
+        app.add_middleware(LimitRequestBody, max_bytes=self.settings.max_request_bytes)
+        return app
+
+
+async def _supervised(name: str, task: BackgroundTask) -> None:
+    """Keep a background task alive: log a crash and restart it after a pause."""
+    while True:
+        try:
+            await task()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crashed scheduler must come back
+            log.error("background task crashed; restarting", task=name, error=repr(exc)[:300])
+            await asyncio.sleep(1.0)
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run an app under uvicorn (used by each service's __main__)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
