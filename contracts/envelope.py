@@ -237,3 +237,11 @@ def header_map(headers: Mapping[str, Any] | list[tuple[str, bytes]] | None) -> d
         return {}
     items = headers.items() if isinstance(headers, Mapping) else headers
     return {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v) for k, v in items}
+
+
+def correlation_for(incident_id: str) -> uuid.UUID:
+    """The correlation id of an incident's whole flow: its id when that is a UUID."""
+    try:
+        return uuid.UUID(incident_id)
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"gridwhistle:incident:{incident_id}")

@@ -1,0 +1,1 @@
+"""Classification (分流): decides category and urgency of each reported incident."""
