@@ -1,0 +1,178 @@
+"""Run the whole gridwhistle stack locally: Kafka, the topic catalogue, every service.
+
+``make run`` calls ``python -m infra.devstack``. Without KAFKA_BOOTSTRAP_SERVERS
+it starts a local broker (data in .run/kafka, port GRIDWHISTLE_KAFKA_PORT or
+9092); each service gets a SQLite database in .run/data and a log in .run/logs.
+Ctrl-C or SIGTERM stops everything; a service that dies stops everything too,
+with a nonzero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from infra.local import (
+    REPO_ROOT,
+    TOPIC_CATALOGUE,
+    LocalKafka,
+    ServiceProcess,
+    create_topics_sync,
+    port_open,
+    raise_keyboard_interrupt,
+)
+
+# The one list of services and their HTTP ports; start order is this order.
+SERVICES: tuple[tuple[str, int], ...] = (
+    ("intake", 8000),
+    ("classification", 8001),
+    ("routing", 8002),
+    ("sla_timer", 8003),
+    ("closure", 8004),
+)
+
+RUN_DIR = REPO_ROOT / ".run"
+KAFKA_DATA_DIR = RUN_DIR / "kafka"
+DATA_DIR = RUN_DIR / "data"
+LOG_DIR = RUN_DIR / "logs"
+
+EXAMPLE_INCIDENT = (
+    '{"reported_by": "referee-17", "location": "Stade Municipal, pitch 2", '
+    '"description": "Whistle stolen at half-time, scuffle near the bench"}'
+)
+
+
+def _say(message: str) -> None:
+    print(f"[devstack] {message}", file=sys.stderr, flush=True)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def service_env(name: str, port: int, bootstrap: str) -> dict[str, str]:
+    """The environment one service gets in the dev stack."""
+    prefix = f"GW_{name.upper()}_"
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        prefix + "DATABASE_URL": f"sqlite+aiosqlite:///{DATA_DIR / f'{name}.db'}",
+        prefix + "HTTP_PORT": str(port),
+    }
+
+
+def available_services() -> tuple[list[tuple[str, int]], list[str]]:
+    """Split SERVICES into those whose package exists and the names of those that don't."""
+    present, missing = [], []
+    for name, port in SERVICES:
+        if (REPO_ROOT / "services" / name / "__main__.py").is_file():
+            present.append((name, port))
+        else:
+            missing.append(name)
+    return present, missing
+
+
+def banner(bootstrap: str, broker: LocalKafka | None, services: list[ServiceProcess], missing: list[str]) -> str:
+    """The text printed once everything is up."""
+    rule = "=" * 72
+    lines = [rule, "gridwhistle dev stack is up", rule]
+    where = f"log {_rel(broker.server_log)}" if broker else "external cluster (KAFKA_BOOTSTRAP_SERVERS)"
+    lines.append(f"  {'kafka':<15} {bootstrap:<26} {where}")
+    for svc in services:
+        lines.append(f"  {svc.name:<15} {svc.url:<26} log {_rel(svc.log_path)}")
+    for name in missing:
+        lines.append(f"  {name:<15} {'(not started)':<26} services/{name}/__main__.py does not exist yet")
+    if any(svc.name == "intake" for svc in services):
+        intake = next(svc for svc in services if svc.name == "intake")
+        lines += [
+            "",
+            "Report an incident:",
+            f"  curl -X POST {intake.url}/api/v1/incidents \\",
+            "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\",
+            f"    -d '{EXAMPLE_INCIDENT}'",
+        ]
+    lines += ["", f"Databases: {_rel(DATA_DIR)}/<service>.db    Ctrl-C stops everything.", rule]
+    return "\n".join(lines)
+
+
+def run() -> int:
+    """Start the stack, watch it until Ctrl-C/SIGTERM or a crash, then stop it all."""
+    broker: LocalKafka | None = None
+    started: list[ServiceProcess] = []
+    exit_code = 0
+    # Explicit, because a shell starting us in the background leaves SIGINT
+    # ignored, and Python then never installs its Ctrl-C handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if bootstrap:
+            _say(f"using the Kafka cluster at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
+        else:
+            port = int(os.environ.get("GRIDWHISTLE_KAFKA_PORT", "9092"))
+            broker = LocalKafka(KAFKA_DATA_DIR, port=port)
+            _say(f"starting Kafka on 127.0.0.1:{port} (data in {_rel(KAFKA_DATA_DIR)})")
+            started_at = time.monotonic()
+            broker.start()
+            broker.wait_ready(timeout=90)
+            bootstrap = broker.bootstrap
+            _say(f"Kafka ready in {time.monotonic() - started_at:.1f}s")
+
+        topics = create_topics_sync(bootstrap, TOPIC_CATALOGUE)
+        _say(f"{len(topics)} topics ready (from {_rel(TOPIC_CATALOGUE)})")
+
+        present, missing = available_services()
+        for name in missing:
+            _say(f"WARNING: skipping {name}: services/{name}/__main__.py does not exist yet")
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        for name, port in present:
+            if port_open("127.0.0.1", port):
+                raise RuntimeError(f"port {port} for {name} is already in use (another dev stack running?)")
+        for name, port in present:
+            svc = ServiceProcess(name, service_env(name, port, bootstrap), port, LOG_DIR / f"{name}.log")
+            started.append(svc)  # before start(): an interrupt in between must still stop it
+            svc.start()
+            _say(f"started {name} (pid {svc.pid}) on port {port}")
+        # Started all at once, then waited on, so their startups overlap.
+        for svc in started:
+            svc.wait_healthy(timeout=90)
+        print(banner(bootstrap, broker, started, missing), flush=True)
+
+        while True:
+            time.sleep(0.5)
+            for svc in started:
+                if not svc.is_running:
+                    raise RuntimeError(
+                        f"service {svc.name} DIED (exit code {svc.returncode}); "
+                        f"last lines of {_rel(svc.log_path)}:\n{svc.log_tail()}"
+                    )
+            if broker is not None and not broker.is_running:
+                raise RuntimeError(f"Kafka DIED; last lines of {_rel(broker.server_log)}:\n{broker._log_tails()}")
+    except KeyboardInterrupt:
+        _say("stopping")
+    except Exception as exc:
+        print("\n" + "!" * 72, file=sys.stderr)
+        print(f"[devstack] FAILED: {exc}", file=sys.stderr)
+        print("!" * 72, file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        # A second Ctrl-C must not interrupt the shutdown and leave orphans.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for svc in reversed(started):
+            code = svc.terminate(timeout=15)
+            _say(f"stopped {svc.name} (exit {code})")
+        if broker is not None:
+            broker.stop()
+            _say("stopped Kafka")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(run())
