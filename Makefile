@@ -1,0 +1,68 @@
+# gridwhistle developer entry points. Prerequisites (see README): Python >= 3.11
+# with venv, Java 17+, Maven, and PostgreSQL server binaries (Debian: postgresql).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+VENV_PY     := $(VENV)/bin/python
+VENV_STAMP  := $(VENV)/.gridwhistle-installed
+KAFKA_VERSION ?= 4.4.0
+# infra.local reads this, so the broker the tests start uses the same jars.
+export GRIDWHISTLE_KAFKA_VERSION := $(KAFKA_VERSION)
+PYTEST_ARGS ?=
+
+# First interpreter on PATH that is at least 3.11 (override: make PYTHON=/path/to/python).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+
+# The Kafka cache must be filled with an interpreter that exists before the
+# venv does; infra.local only needs the standard library for that.
+BOOT_PY = $(if $(wildcard $(VENV_PY)),$(VENV_PY),$(PYTHON))
+
+# pytest exits 5 when it collects no test: not a failure of the code under test.
+PYTEST = run_pytest() { $(VENV_PY) -m pytest -ra --durations=15 --junitxml=test-artifacts/junit.xml $(PYTEST_ARGS) "$$@"; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "warning: pytest collected no tests"; return 0; fi; return $$rc; }; run_pytest
+
+.PHONY: help venv kafka-jars run test test-all clean distclean
+
+help:
+	@echo "make venv        create $(VENV) and install gridwhistle with its dev extras"
+	@echo "make kafka-jars  fetch the Apache Kafka $(KAFKA_VERSION) broker jars into .cache/kafka"
+	@echo "make run         local Kafka + every service (python -m infra.devstack); Ctrl-C stops"
+	@echo "make test        the test suite without slow tests (real Kafka and PostgreSQL)"
+	@echo "make test-all    the whole test suite, slow tests included"
+	@echo "make clean       remove run state and test artifacts (.run, caches)"
+	@echo "make distclean   clean, plus the venv and the Kafka jar cache"
+
+venv: $(VENV_STAMP)
+
+# Re-installs only when pyproject.toml changes; the stamp records success.
+$(VENV_STAMP): pyproject.toml
+	@if [ -z "$(PYTHON)" ]; then echo "error: Python >= 3.11 not found on PATH (set PYTHON=...)" >&2; exit 1; fi
+	@if [ ! -x $(VENV_PY) ]; then echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); fi
+	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+kafka-jars:
+	@$(BOOT_PY) -m infra.local fetch-jars --version $(KAFKA_VERSION) >/dev/null
+
+run: venv kafka-jars
+	$(VENV_PY) -m infra.devstack
+
+test: venv kafka-jars
+	@mkdir -p test-artifacts
+	$(PYTEST) -m "not slow"
+
+test-all: venv kafka-jars
+	@mkdir -p test-artifacts
+	$(PYTEST)
+
+clean:
+	rm -rf .run .pytest_cache test-artifacts
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) .cache
