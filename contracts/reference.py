@@ -48,11 +48,13 @@ class Unit(_Ref):
 
 
 class District(_Ref):
-    """A district; owns a command centre."""
+    """A district; owns a command centre and may name the districts it borders."""
 
     id: str
     name: str
     command_centre_unit_id: str
+    # Where a declined department handoff is tried next (a neighbour's unit of that department).
+    neighbour_district_ids: tuple[str, ...] = ()
 
 
 class Station(_Ref):
@@ -137,6 +139,12 @@ class ReferenceData(_Ref):
             f"district {d.id}: unknown command centre unit {d.command_centre_unit_id!r}"
             for d in self.districts
             if d.command_centre_unit_id not in units
+        ]
+        errors += [
+            f"district {d.id}: unknown neighbour district {n!r}"
+            for d in self.districts
+            for n in d.neighbour_district_ids
+            if n not in districts or n == d.id
         ]
         errors += [f"station {s.id}: unknown district {s.district_id!r}" for s in self.stations if s.district_id not in districts]
         errors += [
@@ -232,8 +240,31 @@ def load_reference_data(path: str | Path | None = None) -> ReferenceData:
     except (OSError, yaml.YAMLError) as exc:
         raise ReferenceDataError(f"cannot read reference data {path}: {exc}") from exc
     except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:20]]
+        lines = describe_errors(document, exc)
         raise ReferenceDataError(f"invalid reference data {path}:\n" + "\n".join(lines)) from exc
+
+
+def describe_errors(document: object, exc: ValidationError, limit: int = 20) -> list[str]:
+    """One line per bad row, naming the row by section, position and id (e.g. `grids[3] (G0004)`)."""
+    lines: list[str] = []
+    for error in exc.errors()[:limit]:
+        loc = list(error["loc"])
+        where = ".".join(map(str, loc)) or "<document>"
+        if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int):
+            row = _row(document, loc[0], loc[1])
+            row_id = row.get("id") or row.get("code") or row.get("category") if isinstance(row, dict) else None
+            where = f"{loc[0]}[{loc[1]}]" + (f" ({row_id})" if row_id else "")
+            if len(loc) > 2:
+                where += ": " + ".".join(map(str, loc[2:]))
+        message = error["msg"].removeprefix("Value error, ")
+        # Cross-row problems arrive as one message; give each its own line.
+        lines += [f"{where}: {part}" for part in message.split("; ")] if not error["loc"] else [f"{where}: {message}"]
+    return lines
+
+
+def _row(document: object, section: str, index: int) -> object:
+    rows = document.get(section) if isinstance(document, dict) else None
+    return rows[index] if isinstance(rows, list) and 0 <= index < len(rows) else None
 
 
 DEPARTMENTS = (

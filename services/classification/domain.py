@@ -68,7 +68,7 @@ CATEGORY_KEYWORDS: dict[Category, tuple[str, ...]] = {
         "食品", "过期", "变质", "无证经营", "假货", "食物中毒", "餐馆", "价格欺诈",
         "food", "expired", "counterfeit", "unlicensed", "food poisoning",
     ),
-    Category.NOISE: ("噪音", "吵闹", "扰民", "广场舞", "装修声", "施工噪声", "noise", "noisy", "loud music"),
+    Category.NOISE: ("噪音", "太吵", "施工", "吵闹", "扰民", "广场舞", "装修声", "施工噪声", "noise", "noisy", "loud music"),
 }
 
 # Categories that are urgent by nature, whatever the wording.
@@ -143,7 +143,8 @@ def classify(description: str, category_hint: Category | None = None, review_thr
     for category, keywords in CATEGORY_KEYWORDS.items():
         hits = _hits(text, keywords)
         if hits:
-            scores[category] = float(len(hits))
+            # Longer phrases are more specific than single words ("fire exit blocked" vs "fire").
+            scores[category] = sum(1 + min(len(h), 12) / 12 for h in hits)
             fired.extend(f"category:{category.value}:{h}" for h in hits)
     if category_hint is not None:
         scores[category_hint] = scores.get(category_hint, 0.0) + 1.5

@@ -54,7 +54,9 @@ Serial = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def add_runtime_tables(metadata: MetaData) -> tuple[Table, Table]:
-    """Define the outbox and processed_events tables on a service's metadata."""
+    """Define (once) the outbox and processed_events tables on a service's metadata."""
+    if "outbox" in metadata.tables:
+        return metadata.tables["outbox"], metadata.tables["processed_events"]
     outbox = Table(
         "outbox",
         metadata,

@@ -1,0 +1,92 @@
+"""Test helpers shared by the suites: envelopes, in-memory service apps, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from faststream.kafka import TestKafkaBroker
+from sqlalchemy import select
+
+from contracts.envelope import Envelope, Event, correlation_for, make_envelope
+from contracts.events import CATALOGUE, IncidentReported, Location
+from contracts.topics import topic_for_event
+
+
+def reported(
+    description: str = "楼下有人打架，有人流血",
+    *,
+    incident_id: str | None = None,
+    grid_id: str = "G0001",
+    at: datetime | None = None,
+) -> Envelope:
+    """An IncidentReported envelope as intake would emit it."""
+    incident_id = incident_id or str(uuid.uuid4())
+    at = at or datetime.now(UTC)
+    return envelope_for(
+        IncidentReported(
+            incident_id=incident_id,
+            grid_id=grid_id,
+            reporter_id="W0001",
+            description=description,
+            location=Location(address="测试路1号"),
+            reported_at=at,
+        ),
+        incident_id,
+        at=at,
+    )
+
+
+def envelope_for(event: Event, incident_id: str, *, at: datetime | None = None, source: str = "test") -> Envelope:
+    """Wrap an event for an incident with the incident's correlation id."""
+    return make_envelope(
+        event,
+        source=source,
+        subject=incident_id,
+        occurred_at=at or datetime.now(UTC),
+        correlation_id=correlation_for(incident_id),
+    )
+
+
+async def publish(app: FastAPI, envelope: Envelope, *, prefix: str = "") -> None:
+    """Publish an envelope on its catalogue topic through the app's (in-memory) broker."""
+    runtime = app.state.runtime
+    topic = prefix + topic_for_event(envelope.type).name
+    await runtime.broker.publish(envelope.encode(), topic, key=envelope.key(), headers=envelope.headers())
+
+
+async def outbox_envelopes(app: FastAPI) -> list[Envelope]:
+    """Every envelope the app has staged in its outbox, in order."""
+    runtime = app.state.runtime
+    outbox = runtime.tables[0]
+    async with runtime.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox.c.payload).order_by(outbox.c.id))).all()
+    return [CATALOGUE.decode(bytes(r.payload)) for r in rows]
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll an async predicate until it returns something truthy, or fail after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Start an app on FastStream's in-memory broker and give an HTTP client for it."""
+    async with TestKafkaBroker(app.state.runtime.broker):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield client
