@@ -68,7 +68,9 @@ class ServiceRuntime:
             linger_ms=1,
             graceful_timeout=10.0,
             middlewares=middlewares,
-            # Per-message "received/processed" lines would drown the JSON logs at load.
+            # FastStream's own logger prints coloured text; route it through our JSON handler, and
+            # keep its per-message "received/processed" lines at DEBUG so they don't drown the logs.
+            logger=logging.getLogger(f"gridwhistle.{name}.broker"),
             log_level=logging.DEBUG,
         )
         self.relay = OutboxRelay(
