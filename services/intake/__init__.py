@@ -1,0 +1,1 @@
+"""Intake (上报): grid workers blow the whistle; reports are stored and announced durably."""

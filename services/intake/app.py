@@ -1,0 +1,47 @@
+"""Composition root of intake: the only place that wires its parts together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from contracts.reference import load_reference_data
+from services.intake.handlers import api_router, projection_handlers
+from services.intake.open311 import PREFIX as OPEN311_PREFIX
+from services.intake.open311 import open311_error, open311_router
+from services.intake.reporting import IncidentReader, ReportDesk
+from services.intake.repository import metadata
+from services.intake.settings import IntakeSettings
+from services.runtime.clock import Clock
+from services.runtime.host import ServiceRuntime
+
+
+def create_app(settings: IntakeSettings, clock: Clock | None = None) -> FastAPI:
+    """Build the intake app; nothing connects until its lifespan starts."""
+    reference = load_reference_data(settings.reference_data)
+    runtime = ServiceRuntime("intake", settings, metadata, clock)
+    for spec, purpose, handlers in projection_handlers():
+        runtime.subscribe(spec, handlers, purpose=purpose)
+    desk = ReportDesk(runtime, settings, reference)
+    reader = IncidentReader(runtime, reference)
+    app = runtime.http_app(
+        title="gridwhistle intake",
+        routers=[api_router(desk, reader), open311_router(desk, reader, reference)],
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with field errors, except that unparsable JSON is a 400 that says so."""
+    errors = list(exc.errors())
+    broken_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if request.url.path.startswith(OPEN311_PREFIX):
+        return open311_error(400, "; ".join(str(e.get("msg")) for e in errors))
+    if broken_json is not None:
+        reason = (broken_json.get("ctx") or {}).get("error", "")
+        message = f"request body is not valid JSON: {reason}".rstrip(": ")
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": message, "type": "json_invalid"}]}, status_code=400)
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
