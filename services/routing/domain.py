@@ -1,0 +1,491 @@
+"""Pure routing rules: who is summoned, who is next after a decline, who an escalation climbs to.
+
+No I/O and no framework. Invariants kept here:
+- a unit's report clock starts when it is dispatched, never when it acknowledges;
+- a re-route (decline, reassignment) keeps the remaining budget: the same `report_due_at`;
+- a deadline is never moved later by anything routing does;
+- every incident has an owner of last resort (兜底): its district's command centre, a team queue.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from contracts.reference import POLICE, ReferenceData, Responsibility, Unit
+from contracts.vocabulary import Category, DeclineReason, Disposition, HandoffRole, HandoffState, Urgency
+
+HANDOFF_NAMESPACE = uuid.UUID("6f1d7a52-3c1e-4c55-9a57-2a1c0e9b7d31")
+COMMAND = "command"
+
+# The ladder of team queues a breached report deadline climbs.
+LEVEL_DUTY_DESK = 1
+LEVEL_COMMAND_CENTRE = 2
+TOP_LEVEL = LEVEL_COMMAND_CENTRE
+
+OPEN_STATES = frozenset({HandoffState.DISPATCHED, HandoffState.ACKNOWLEDGED, HandoffState.ON_SCENE})
+ACKNOWLEDGED_STATES = frozenset({HandoffState.ACKNOWLEDGED, HandoffState.ON_SCENE, HandoffState.RESOLVED})
+
+
+def handoff_id_for(incident_id: str, unit_id: str, sequence: str) -> str:
+    """A deterministic handoff id, so a redelivered cause cannot dispatch a second handoff."""
+    return str(uuid.uuid5(HANDOFF_NAMESPACE, f"{incident_id}|{unit_id}|{sequence}"))
+
+
+# --- where a grid sits ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridRoute:
+    """Everything routing needs to know about a grid, resolved once."""
+
+    grid_id: str
+    district_id: str | None
+    officer_unit_id: str | None
+    duty_desk_unit_id: str | None
+    command_centre_unit_id: str
+
+
+@dataclass(frozen=True)
+class Summons:
+    """One unit to dispatch, in a role, with why it was chosen."""
+
+    unit_id: str
+    department: str
+    role: HandoffRole
+    reason: str
+
+
+class RoutingIndex:
+    """Reference data indexed for O(1) routing decisions (built once per process)."""
+
+    def __init__(self, ref: ReferenceData, default_command_centre_unit_id: str | None = None) -> None:
+        self.ref = ref
+        self.default_command_centre = default_command_centre_unit_id or ref.districts[0].command_centre_unit_id
+        if ref.unit(self.default_command_centre) is None:
+            raise ValueError(f"default command centre unit {self.default_command_centre!r} is not in the reference data")
+        self._responsibilities: dict[tuple[Category, str | None], Responsibility] = {}
+        for row in ref.responsibilities:
+            self._responsibilities.setdefault((row.category, row.district_id), row)
+        self._command_centres = {d.id: d.command_centre_unit_id for d in ref.districts}
+        self._neighbours = {d.id: d.neighbour_district_ids for d in ref.districts}
+        self._dispatch_desks = {s.duty_desk_unit_id for s in ref.stations} | set(self._command_centres.values())
+        self._routes: dict[str, GridRoute] = {}
+        for grid in ref.grids:
+            station = ref.station_of(grid)
+            officer = ref.officer(grid.officer_id)
+            self._routes[grid.id] = GridRoute(
+                grid_id=grid.id,
+                district_id=station.district_id,
+                officer_unit_id=officer.unit_id if officer else None,
+                duty_desk_unit_id=station.duty_desk_unit_id,
+                command_centre_unit_id=self._command_centres[station.district_id],
+            )
+
+    def route(self, grid_id: str) -> GridRoute:
+        """The grid's route; an unknown grid belongs to the default command centre."""
+        known = self._routes.get(grid_id)
+        if known is not None:
+            return known
+        return GridRoute(grid_id, None, None, None, self.default_command_centre)
+
+    def unit(self, unit_id: str) -> Unit | None:
+        """A unit by id."""
+        return self.ref.unit(unit_id)
+
+    def responsibility(self, category: Category, district_id: str | None) -> Responsibility | None:
+        """The responsibility-list row: the district's own row wins over the general one."""
+        return self._responsibilities.get((category, district_id)) or self._responsibilities.get((category, None))
+
+    def department_unit(self, department: str, route: GridRoute) -> Unit | None:
+        """The unit answering for a department in the grid's district (police: the grid officer)."""
+        if department == POLICE:
+            return self.unit(route.officer_unit_id) if route.officer_unit_id else None
+        if route.district_id is None:
+            return None
+        return self.ref.department_unit(department, route.district_id)
+
+    def neighbour_units(self, department: str, district_id: str | None) -> list[Unit]:
+        """The department's units in the declared neighbouring districts, in declared order."""
+        if department in (POLICE, COMMAND) or district_id is None:
+            return []
+        units = (self.ref.department_unit(department, n) for n in self._neighbours.get(district_id, ()))
+        return [u for u in units if u is not None]
+
+    def is_dispatcher_for(self, actor_id: str, route: GridRoute) -> bool:
+        """True if the actor sits at the grid's station duty desk or its district command centre."""
+        for unit_id in (route.duty_desk_unit_id, route.command_centre_unit_id):
+            unit = self.unit(unit_id) if unit_id else None
+            if unit is not None and actor_id in unit.members:
+                return True
+        return False
+
+
+# --- the whistle: fan-out ---------------------------------------------------------------------
+
+
+def plan_whistle(index: RoutingIndex, grid_id: str, category: Category) -> list[Summons]:
+    """Every unit the whistle summons: lead first, the grid officer always, the command centre as fallback."""
+    route = index.route(grid_id)
+    command = Summons(route.command_centre_unit_id, COMMAND, HandoffRole.LEAD, "fallback")
+    if route.district_id is None:
+        return [replace(command, reason="fallback:unknown_grid")]
+    row = index.responsibility(category, route.district_id)
+    summons: list[Summons] = []
+    if row is None:
+        summons.append(replace(command, reason="fallback:no_responsibility_row"))
+    else:
+        for department, role in [(row.lead_department, HandoffRole.LEAD)] + [
+            (d, HandoffRole.CO_OPERATING) for d in row.co_departments
+        ]:
+            unit = index.department_unit(department, route)
+            if unit is None:
+                summons.append(replace(command, role=role, reason=f"fallback:no_unit_for_{department}"))
+            else:
+                summons.append(Summons(unit.id, department, role, "responsibility_list"))
+    # "One grid, one officer": the grid's officer reports on every whistle of the grid.
+    officer = index.unit(route.officer_unit_id) if route.officer_unit_id else None
+    if officer is not None:
+        summons.append(Summons(officer.id, POLICE, HandoffRole.CO_OPERATING, "grid_officer"))
+    return _first_per_unit(summons)
+
+
+def _first_per_unit(summons: list[Summons]) -> list[Summons]:
+    seen: set[str] = set()
+    unique = []
+    for item in summons:
+        if item.unit_id not in seen:
+            seen.add(item.unit_id)
+            unique.append(item)
+    return unique
+
+
+# --- one handoff ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """One summoned unit's obligation on one incident, with its own state and report deadline."""
+
+    handoff_id: str
+    incident_id: str
+    unit_id: str
+    department: str
+    role: HandoffRole
+    state: HandoffState
+    category: Category
+    urgency: Urgency
+    grid_id: str
+    dispatched_at: datetime
+    report_due_at: datetime
+    escalation_level: int = 0
+    escalation_repeat: int = 0
+    bounce_count: int = 0
+    replaces_handoff_id: str | None = None
+    chain_root_id: str | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    late: bool = False
+    on_scene_at: datetime | None = None
+    on_scene_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    disposition: Disposition | None = None
+    note: str = ""
+    declined_reason: DeclineReason | None = None
+    successor_handoff_id: str | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True while the unit still has something to do."""
+        return self.state in OPEN_STATES
+
+    @property
+    def root(self) -> str:
+        """The first handoff of this chain of re-routes and escalations."""
+        return self.chain_root_id or self.handoff_id
+
+
+def dispatch(
+    incident_id: str,
+    summons: Summons,
+    *,
+    category: Category,
+    urgency: Urgency,
+    grid_id: str,
+    dispatched_at: datetime,
+    report_due_at: datetime,
+    sequence: str,
+    predecessor: Handoff | None = None,
+    bounce_count: int = 0,
+    escalation_level: int = 0,
+    escalation_repeat: int = 0,
+) -> Handoff:
+    """A new handoff in DISPATCHED; its clock already runs."""
+    return Handoff(
+        handoff_id=handoff_id_for(incident_id, summons.unit_id, sequence),
+        incident_id=incident_id,
+        unit_id=summons.unit_id,
+        department=summons.department,
+        role=summons.role,
+        state=HandoffState.DISPATCHED,
+        category=category,
+        urgency=urgency,
+        grid_id=grid_id,
+        dispatched_at=dispatched_at,
+        report_due_at=report_due_at,
+        escalation_level=escalation_level,
+        escalation_repeat=escalation_repeat,
+        bounce_count=bounce_count,
+        replaces_handoff_id=predecessor.handoff_id if predecessor else None,
+        chain_root_id=predecessor.root if predecessor else None,
+    )
+
+
+# --- commands by the summoned unit ------------------------------------------------------------
+
+
+class Refused(Exception):
+    """The actor may not do this (HTTP 403)."""
+
+
+class Conflict(Exception):
+    """The handoff is not in a state that allows this (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The handoff after a command, and whether the command changed anything."""
+
+    handoff: Handoff
+    changed: bool
+    successor: Handoff | None = None
+    released: tuple[Handoff, ...] = field(default_factory=tuple)
+
+
+def require_member(index: RoutingIndex, handoff: Handoff, actor_id: str) -> None:
+    """Only a member of the summoned unit may act on its handoff."""
+    unit = index.unit(handoff.unit_id)
+    if unit is None or actor_id not in unit.members:
+        raise Refused(f"actor {actor_id} is not a member of unit {handoff.unit_id}, which was summoned on this handoff")
+
+
+def _require_open(handoff: Handoff, action: str) -> None:
+    if not handoff.is_open:
+        raise Conflict(f"cannot {action}: handoff is {handoff.state.value}")
+
+
+def acknowledge(handoff: Handoff, actor_id: str, now: datetime) -> Outcome:
+    """Report for duty (报到); late if after the due instant, but never refused for lateness."""
+    if handoff.state in ACKNOWLEDGED_STATES:
+        return Outcome(handoff, changed=False)
+    _require_open(handoff, "acknowledge")
+    late = now > handoff.report_due_at
+    done = replace(handoff, state=HandoffState.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=actor_id, late=late)
+    return Outcome(done, changed=True)
+
+
+def mark_on_scene(handoff: Handoff, actor_id: str, now: datetime) -> Outcome:
+    """A responder arrived; arriving also counts as reporting for duty if nobody acknowledged yet."""
+    if handoff.on_scene_at is not None:
+        return Outcome(handoff, changed=False)
+    if handoff.state not in (HandoffState.DISPATCHED, HandoffState.ACKNOWLEDGED):
+        raise Conflict(f"cannot mark on scene: handoff is {handoff.state.value}")
+    acked = acknowledge(handoff, actor_id, now).handoff
+    return Outcome(replace(acked, state=HandoffState.ON_SCENE, on_scene_at=now, on_scene_by=actor_id), changed=True)
+
+
+def resolve(handoff: Handoff, actor_id: str, disposition: Disposition, note: str, now: datetime) -> Outcome:
+    """Finish the unit's work; only a unit that reported for duty can resolve."""
+    if handoff.state is HandoffState.RESOLVED:
+        return Outcome(handoff, changed=False)
+    if handoff.state is HandoffState.DISPATCHED:
+        raise Conflict("cannot resolve: the handoff has not been acknowledged yet")
+    _require_open(handoff, "resolve")
+    done = replace(
+        handoff, state=HandoffState.RESOLVED, resolved_at=now, resolved_by=actor_id,
+        disposition=disposition, note=note, ended_at=now,
+    )
+    return Outcome(done, changed=True)
+
+
+def decline(
+    index: RoutingIndex,
+    handoff: Handoff,
+    reason: DeclineReason,
+    now: datetime,
+    *,
+    tried_unit_ids: set[str],
+    max_bounces: int,
+    sequence: str,
+) -> Outcome:
+    """Refuse with a reason code; the incident goes to the next candidate with the SAME due instant."""
+    if handoff.state is HandoffState.DECLINED:
+        return Outcome(handoff, changed=False)
+    if handoff.state is not HandoffState.DISPATCHED:
+        raise Conflict(f"cannot decline: handoff is {handoff.state.value}")
+    route = index.route(handoff.grid_id)
+    if handoff.unit_id == route.command_centre_unit_id:
+        raise Conflict("the command centre is the owner of last resort (兜底) and cannot decline; reassign instead")
+    bounces = handoff.bounce_count + 1
+    summons = next_candidate(index, handoff, route, tried_unit_ids | {handoff.unit_id}, bounces, max_bounces)
+    successor = dispatch(
+        handoff.incident_id, summons, category=handoff.category, urgency=handoff.urgency, grid_id=handoff.grid_id,
+        dispatched_at=now, report_due_at=handoff.report_due_at, sequence=sequence, predecessor=handoff,
+        bounce_count=bounces, escalation_level=handoff.escalation_level, escalation_repeat=handoff.escalation_repeat,
+    )
+    declined = replace(
+        handoff, state=HandoffState.DECLINED, declined_reason=reason, successor_handoff_id=successor.handoff_id, ended_at=now
+    )
+    return Outcome(declined, changed=True, successor=successor)
+
+
+def next_candidate(
+    index: RoutingIndex, handoff: Handoff, route: GridRoute, tried: set[str], bounces: int, max_bounces: int
+) -> Summons:
+    """After a decline: a neighbouring district's unit of the department, the duty desk, then the command centre."""
+    command = Summons(route.command_centre_unit_id, COMMAND, handoff.role, "fallback:bounce_cap")
+    # Bouncing (踢皮球) is capped: past max_bounces the command centre owns the incident.
+    if bounces >= max_bounces:
+        return command
+    for unit in index.neighbour_units(handoff.department, route.district_id):
+        if unit.id not in tried:
+            return Summons(unit.id, handoff.department, handoff.role, "neighbouring_district")
+    if route.duty_desk_unit_id and route.duty_desk_unit_id not in tried:
+        return Summons(route.duty_desk_unit_id, POLICE, handoff.role, "station_duty_desk")
+    return replace(command, reason="fallback:no_candidate_left")
+
+
+def reassign(
+    index: RoutingIndex, handoff: Handoff, actor_id: str, to_unit_id: str, now: datetime, *, sequence: str
+) -> Outcome:
+    """A dispatcher moves the handoff to another unit; the new handoff keeps the old due instant."""
+    route = index.route(handoff.grid_id)
+    if not index.is_dispatcher_for(actor_id, route):
+        raise Refused(
+            f"actor {actor_id} is not a dispatcher for grid {handoff.grid_id} "
+            "(member of its station duty desk or district command centre)"
+        )
+    if handoff.state is HandoffState.REASSIGNED and handoff.successor_handoff_id == handoff_id_for(
+        handoff.incident_id, to_unit_id, sequence
+    ):
+        return Outcome(handoff, changed=False)
+    _require_open(handoff, "reassign")
+    target = index.unit(to_unit_id)
+    if target is None:
+        raise Conflict(f"unknown unit {to_unit_id}")
+    if target.id == handoff.unit_id:
+        raise Conflict(f"handoff is already with unit {to_unit_id}")
+    summons = Summons(target.id, target.department, handoff.role, "reassigned")
+    successor = dispatch(
+        handoff.incident_id, summons, category=handoff.category, urgency=handoff.urgency, grid_id=handoff.grid_id,
+        dispatched_at=now, report_due_at=handoff.report_due_at, sequence=sequence, predecessor=handoff,
+        bounce_count=handoff.bounce_count, escalation_level=handoff.escalation_level,
+        escalation_repeat=handoff.escalation_repeat,
+    )
+    moved = replace(handoff, state=HandoffState.REASSIGNED, successor_handoff_id=successor.handoff_id, ended_at=now)
+    return Outcome(moved, changed=True, successor=successor)
+
+
+def release(handoff: Handoff, now: datetime) -> Handoff:
+    """The handoff ends without further work (superseded, escalated past, or no longer responsible)."""
+    return replace(handoff, state=HandoffState.RELEASED, ended_at=now)
+
+
+# --- escalation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    """Where a breached report deadline climbs to."""
+
+    level: int
+    repeat: int
+    summons: Summons
+    reason: str
+
+
+def plan_escalation(index: RoutingIndex, breached: Handoff, max_repeats: int) -> EscalationStep | None:
+    """The next rung: duty desk, then command centre, repeating at the top; None once repeats run out."""
+    if breached.state is not HandoffState.DISPATCHED:
+        return None  # the unit reported, or the handoff moved on: nothing to escalate
+    route = index.route(breached.grid_id)
+    climbing = breached.role is HandoffRole.ESCALATION
+    level = breached.escalation_level + 1 if climbing else LEVEL_DUTY_DESK
+    repeat = 0
+    if level > TOP_LEVEL:
+        level, repeat = TOP_LEVEL, breached.escalation_repeat + 1
+        if repeat > max_repeats:
+            return None
+    if level == LEVEL_DUTY_DESK and route.duty_desk_unit_id is None:
+        level = LEVEL_COMMAND_CENTRE  # an unknown grid has no station: straight to the top
+    if level == LEVEL_DUTY_DESK:
+        summons = Summons(route.duty_desk_unit_id or "", POLICE, HandoffRole.ESCALATION, "station_duty_desk")
+    else:
+        summons = Summons(route.command_centre_unit_id, COMMAND, HandoffRole.ESCALATION, "district_command_centre")
+    reason = f"report deadline breached by unit {breached.unit_id}"
+    if repeat:
+        reason += f" (repeat {repeat} of {max_repeats} at the top level)"
+    return EscalationStep(level=level, repeat=repeat, summons=summons, reason=reason)
+
+
+def escalate(
+    breached: Handoff, step: EscalationStep, now: datetime, report_within: timedelta, *, sequence: str
+) -> Handoff:
+    """The escalation handoff to a team queue; its own short report deadline runs from now."""
+    return dispatch(
+        breached.incident_id, step.summons, category=breached.category, urgency=breached.urgency,
+        grid_id=breached.grid_id, dispatched_at=now, report_due_at=now + report_within, sequence=sequence,
+        predecessor=breached, bounce_count=breached.bounce_count, escalation_level=step.level,
+        escalation_repeat=step.repeat,
+    )
+
+
+# --- reclassification -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replan:
+    """What a reclassification changes: handoffs to release and units to summon (with due instants)."""
+
+    release: tuple[Handoff, ...]
+    summon: tuple[tuple[Summons, datetime], ...]
+    superseded: tuple[Handoff, ...]
+
+
+def replan(
+    index: RoutingIndex,
+    grid_id: str,
+    active: list[Handoff],
+    *,
+    category: Category,
+    previous_category: Category,
+    urgency: Urgency,
+    previous_urgency: Urgency,
+    now: datetime,
+    fresh_due: datetime,
+) -> Replan:
+    """New units for a new category; tighter deadlines when urgency became urgent (never later ones)."""
+    releases: list[Handoff] = []
+    summons: list[tuple[Summons, datetime]] = []
+    superseded: list[Handoff] = []
+    work = [h for h in active if h.role is not HandoffRole.ESCALATION]
+    if category is not previous_category:
+        plan = plan_whistle(index, grid_id, category)
+        wanted = {(s.unit_id, s.role) for s in plan}
+        kept = {(h.unit_id, h.role) for h in work if (h.unit_id, h.role) in wanted}
+        releases = [h for h in work if (h.unit_id, h.role) not in wanted]
+        for item in plan:
+            if (item.unit_id, item.role) not in kept:
+                # A unit changing role keeps whatever budget it had left.
+                old = next((h for h in releases if h.unit_id == item.unit_id and h.state is HandoffState.DISPATCHED), None)
+                summons.append((item, min(fresh_due, old.report_due_at) if old else fresh_due))
+        work = [h for h in work if (h.unit_id, h.role) in kept]
+    if urgency is Urgency.URGENT and previous_urgency is not Urgency.URGENT:
+        # The tighter clock runs from the reclassification, but never later than the old due instant.
+        for handoff in work:
+            if handoff.state is HandoffState.DISPATCHED and fresh_due < handoff.report_due_at:
+                superseded.append(handoff)
+    return Replan(tuple(releases), tuple(summons), tuple(superseded))

@@ -1,0 +1,494 @@
+"""Subscribers and HTTP commands of routing: envelope in -> domain call -> handoff state + events out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from contracts.commands import AcknowledgeHandoff, DeclineHandoff, MarkOnScene, ReassignHandoff, ResolveHandoff
+from contracts.deadline_policy import DeadlinePolicy
+from contracts.envelope import Envelope, Event, correlation_for, follow_up, make_envelope
+from contracts.events import (
+    DeadlineBreached,
+    HandoffAcknowledged,
+    HandoffDeclined,
+    HandoffDispatched,
+    HandoffReassigned,
+    HandoffReleased,
+    HandoffResolved,
+    IncidentClassified,
+    IncidentClosed,
+    IncidentEscalated,
+    IncidentReclassified,
+    IncidentReopened,
+    ResponderOnScene,
+)
+from contracts.vocabulary import Category, DeadlineKind, HandoffRole, HandoffState, Urgency
+from services.routing import domain
+from services.routing import repository as repo
+from services.routing.domain import Conflict, Handoff, Outcome, Refused, RoutingIndex
+from services.routing.metrics import RoutingMetrics
+from services.routing.settings import RoutingSettings
+from services.runtime.host import ServiceRuntime
+from services.runtime.logs import get_logger
+from services.runtime.outbox import UnitOfWork
+
+SOURCE = "routing"
+log = get_logger(__name__)
+
+
+class Routing:
+    """Routing's use cases: each runs inside one unit of work and stages its events in the outbox."""
+
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        settings: RoutingSettings,
+        index: RoutingIndex,
+        policy: DeadlinePolicy,
+        metrics: RoutingMetrics,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.index = index
+        self.policy = policy
+        self.metrics = metrics
+
+    def now(self) -> datetime:
+        """The injected clock's instant."""
+        return self.runtime.clock.now()
+
+    def report_due(self, dispatched_at: datetime, urgency: Urgency, category: Category) -> datetime:
+        """When a unit dispatched now must have reported (报到)."""
+        return dispatched_at + self.policy.duration(DeadlineKind.REPORT, urgency, category)
+
+    # --- emitting ---------------------------------------------------------------------------
+
+    def _envelope(self, event: Event, incident_id: str, cause: Envelope | None, *, stamped: bool = False) -> Envelope:
+        version = self.policy.version if stamped else None
+        if cause is not None:
+            return follow_up(cause, event, source=SOURCE, occurred_at=self.now(), policy_version=version)
+        return make_envelope(
+            event,
+            source=SOURCE,
+            subject=incident_id,
+            occurred_at=self.now(),
+            correlation_id=correlation_for(incident_id),
+            policy_version=version,
+        )
+
+    async def _dispatch(self, uow: UnitOfWork, handoff: Handoff, cause: Envelope | None) -> bool:
+        if not await repo.insert_handoff(uow.conn, handoff):
+            return False  # the same cause arrived again: its handoff already exists
+        event = HandoffDispatched(
+            incident_id=handoff.incident_id,
+            handoff_id=handoff.handoff_id,
+            unit_id=handoff.unit_id,
+            department=handoff.department,
+            role=handoff.role,
+            category=handoff.category,
+            urgency=handoff.urgency,
+            grid_id=handoff.grid_id,
+            dispatched_at=handoff.dispatched_at,
+            report_due_at=handoff.report_due_at,
+            escalation_level=handoff.escalation_level,
+            bounce_count=handoff.bounce_count,
+            replaces_handoff_id=handoff.replaces_handoff_id,
+        )
+        await uow.emit(self._envelope(event, handoff.incident_id, cause, stamped=True))
+        return True
+
+    async def _release(self, uow: UnitOfWork, handoff: Handoff, reason: str, cause: Envelope | None) -> Handoff:
+        released = domain.release(handoff, self.now())
+        await repo.save_handoff(uow.conn, released)
+        event = HandoffReleased(
+            incident_id=handoff.incident_id, handoff_id=handoff.handoff_id, unit_id=handoff.unit_id, reason=reason[:500]
+        )
+        await uow.emit(self._envelope(event, handoff.incident_id, cause))
+        return released
+
+    # --- events in --------------------------------------------------------------------------
+
+    async def whistle(
+        self, uow: UnitOfWork, cause: Envelope, incident_id: str, grid_id: str, category: Category, urgency: Urgency
+    ) -> None:
+        """Fan out: one handoff per summoned unit, each with its own report clock from now."""
+        now = self.now()
+        added = await repo.add_incident(
+            uow.conn, incident_id=incident_id, grid_id=grid_id, category=category.value, urgency=urgency.value,
+            created_at=now, updated_at=now,
+        )
+        if not added:
+            return  # already routed: a second classification of the same incident dispatches nothing
+        due = self.report_due(now, urgency, category)
+        for summons in domain.plan_whistle(self.index, grid_id, category):
+            handoff = domain.dispatch(
+                incident_id, summons, category=category, urgency=urgency, grid_id=grid_id,
+                dispatched_at=now, report_due_at=due, sequence="whistle",
+            )
+            await self._dispatch(uow, handoff, cause)
+
+    async def on_classified(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """IncidentClassified: blow the whistle."""
+        data: IncidentClassified = envelope.data  # type: ignore[assignment]
+        await self.whistle(uow, envelope, data.incident_id, data.grid_id, data.category, data.urgency)
+        self.metrics.count(uow.emitted)
+
+    async def on_reclassified(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """IncidentReclassified: summon the new category's units, release the old, tighten deadlines."""
+        data: IncidentReclassified = envelope.data  # type: ignore[assignment]
+        incident = await repo.get_incident(uow.conn, data.incident_id, for_update=True)
+        if incident is None:
+            await self.whistle(uow, envelope, data.incident_id, data.grid_id, data.category, data.urgency)
+            self.metrics.count(uow.emitted)
+            return
+        if incident.closed_at is not None:
+            return
+        now = self.now()
+        previous_category, previous_urgency = Category(incident.category), Urgency(incident.urgency)
+        active = [h for h in await repo.incident_handoffs(uow.conn, data.incident_id) if h.is_open]
+        plan = domain.replan(
+            self.index, incident.grid_id, active, category=data.category, previous_category=previous_category,
+            urgency=data.urgency, previous_urgency=previous_urgency, now=now,
+            fresh_due=self.report_due(now, data.urgency, data.category),
+        )
+        why = f"reclassified from {previous_category.value}/{previous_urgency.value} to {data.category.value}/{data.urgency.value}"
+        for handoff in plan.release:
+            await self._release(uow, handoff, f"{why}: no longer summoned in this role", envelope)
+        for summons, due in plan.summon:
+            handoff = domain.dispatch(
+                data.incident_id, summons, category=data.category, urgency=data.urgency, grid_id=incident.grid_id,
+                dispatched_at=now, report_due_at=due, sequence=f"reclassified:{envelope.id}",
+            )
+            await self._dispatch(uow, handoff, envelope)
+        for old in plan.superseded:
+            await self._release(uow, old, f"{why}: re-dispatched with the urgent deadline", envelope)
+            successor = domain.dispatch(
+                data.incident_id, domain.Summons(old.unit_id, old.department, old.role, "urgency_tightened"),
+                category=data.category, urgency=data.urgency, grid_id=incident.grid_id, dispatched_at=now,
+                report_due_at=min(old.report_due_at, self.report_due(now, data.urgency, data.category)),
+                sequence=f"supersede:{old.handoff_id}", predecessor=old, bounce_count=old.bounce_count,
+            )
+            await self._dispatch(uow, successor, envelope)
+        await repo.update_incident(
+            uow.conn, data.incident_id, category=data.category.value, urgency=data.urgency.value, updated_at=now
+        )
+        self.metrics.count(uow.emitted)
+
+    async def on_breached(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """DeadlineBreached of a report deadline: climb the escalation ladder (team queues only)."""
+        data: DeadlineBreached = envelope.data  # type: ignore[assignment]
+        if data.kind is not DeadlineKind.REPORT or data.handoff_id is None:
+            return
+        breached = await repo.get_handoff(uow.conn, data.handoff_id, for_update=True)
+        if breached is None:
+            log.warning("breach of an unknown handoff ignored", handoff_id=data.handoff_id)
+            return
+        incident = await repo.get_incident(uow.conn, breached.incident_id)
+        if incident is None or incident.closed_at is not None:
+            return
+        step = domain.plan_escalation(self.index, breached, self.settings.max_escalation_repeats)
+        if step is None:
+            if breached.state is HandoffState.DISPATCHED:
+                log.error("escalation repeats exhausted; the command centre queue keeps the incident",
+                          handoff_id=breached.handoff_id)
+            return
+        now = self.now()
+        escalation = domain.escalate(
+            breached, step, now, timedelta(seconds=self.policy.escalation_report_seconds),
+            sequence=f"escalation:{breached.handoff_id}",
+        )
+        if breached.role is HandoffRole.ESCALATION:
+            # One open escalation per chain: the rung that failed gives way to the next.
+            await self._release(uow, breached, f"escalated to level {step.level}", envelope)
+        escalated = IncidentEscalated(
+            incident_id=breached.incident_id, level=step.level, unit_id=escalation.unit_id, reason=step.reason,
+            trigger_handoff_id=breached.handoff_id,
+        )
+        if await self._dispatch(uow, escalation, envelope):
+            await uow.emit(self._envelope(escalated, breached.incident_id, envelope))
+        self.metrics.count(uow.emitted)
+
+    async def on_reopened(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """IncidentReopened: the lead unit is dispatched again with a new deadline chain."""
+        data: IncidentReopened = envelope.data  # type: ignore[assignment]
+        incident = await repo.get_incident(uow.conn, data.incident_id, for_update=True)
+        if incident is None:
+            log.warning("reopen of an incident routing never saw ignored", incident_id=data.incident_id)
+            return
+        now = self.now()
+        category, urgency = Category(incident.category), Urgency(incident.urgency)
+        handoffs = await repo.incident_handoffs(uow.conn, data.incident_id)
+        leads = [h for h in handoffs if h.role is HandoffRole.LEAD and h.state not in _MOVED_ON]
+        if leads:
+            last = leads[-1]
+            summons = domain.Summons(last.unit_id, last.department, HandoffRole.LEAD, "reopened")
+        else:
+            summons = domain.plan_whistle(self.index, incident.grid_id, category)[0]
+        handoff = domain.dispatch(
+            data.incident_id, summons, category=category, urgency=urgency, grid_id=incident.grid_id,
+            dispatched_at=now, report_due_at=self.report_due(now, urgency, category),
+            sequence=f"reopen:{data.reopen_count}",
+        )
+        await self._dispatch(uow, handoff, envelope)
+        await repo.update_incident(
+            uow.conn, data.incident_id, closed_at=None, reopen_count=data.reopen_count, updated_at=now
+        )
+        self.metrics.count(uow.emitted)
+
+    async def on_closed(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """IncidentClosed: no more escalations; whatever is still open is released."""
+        data: IncidentClosed = envelope.data  # type: ignore[assignment]
+        incident = await repo.get_incident(uow.conn, data.incident_id, for_update=True)
+        if incident is None:
+            return
+        for handoff in await repo.incident_handoffs(uow.conn, data.incident_id):
+            if handoff.is_open:
+                await self._release(uow, handoff, f"incident closed ({data.outcome.value})", envelope)
+        await repo.update_incident(uow.conn, data.incident_id, closed_at=data.closed_at, updated_at=self.now())
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def command(
+        self,
+        handoff_id: str,
+        action: str,
+        actor_id: str,
+        apply: Callable[[UnitOfWork, Handoff, datetime], Awaitable[Outcome]],
+    ) -> Outcome:
+        """Run one command on one handoff: authorise, transition, audit, emit; raise HTTP errors after commit."""
+        error: HTTPException | None = None
+        async with self.runtime.unit_of_work() as uow:
+            handoff = await repo.get_handoff(uow.conn, handoff_id, for_update=True)
+            if handoff is None:
+                raise HTTPException(404, detail=f"handoff {handoff_id} not found")
+            now = self.now()
+            staged = len(uow.emitted)
+            try:
+                # A savepoint, so that a refusal or conflict undoes the transition but keeps the audit row.
+                async with uow.conn.begin_nested():
+                    outcome = await apply(uow, handoff, now)
+                    if outcome.changed:
+                        incident = await repo.get_incident(uow.conn, handoff.incident_id)
+                        if incident is not None and incident.closed_at is not None:
+                            raise Conflict(f"cannot {action}: incident {handoff.incident_id} is closed")
+            except (Refused, Conflict) as rejected:
+                del uow.emitted[staged:]
+                refused = isinstance(rejected, Refused)
+                await repo.audit(uow.conn, at=now, actor=actor_id, action=action, handoff=handoff_id,
+                                 allowed=not refused, reason=str(rejected) if refused else f"conflict: {rejected}")
+                error = HTTPException(403 if refused else 409, detail=str(rejected))
+            else:
+                await repo.audit(uow.conn, at=now, actor=actor_id, action=action, handoff=handoff_id, allowed=True,
+                                 reason="applied" if outcome.changed else "repeat: already done, same result")
+        if error is not None:
+            raise error
+        self.metrics.count(uow.emitted)
+        return outcome
+
+    async def _after_report(self, uow: UnitOfWork, handoff: Handoff) -> None:
+        if handoff.role is HandoffRole.ESCALATION:
+            return
+        # The summoned unit reported after all: the team queues chasing it can stand down.
+        for escalation in await repo.open_escalations(uow.conn, handoff.root):
+            await self._release(uow, escalation, f"unit {handoff.unit_id} reported for duty", None)
+
+    async def acknowledge(self, handoff_id: str, command: AcknowledgeHandoff) -> Outcome:
+        """AcknowledgeHandoff -> HandoffAcknowledged (late when past due, never refused for it)."""
+
+        async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
+            domain.require_member(self.index, handoff, command.actor_id)
+            outcome = domain.acknowledge(handoff, command.actor_id, now)
+            if outcome.changed:
+                await self._save_acknowledged(uow, outcome.handoff)
+            return outcome
+
+        return await self.command(handoff_id, "acknowledge", command.actor_id, apply)
+
+    async def _save_acknowledged(self, uow: UnitOfWork, handoff: Handoff) -> None:
+        await repo.save_handoff(uow.conn, handoff)
+        event = HandoffAcknowledged(
+            incident_id=handoff.incident_id, handoff_id=handoff.handoff_id, unit_id=handoff.unit_id,
+            actor_id=handoff.acknowledged_by or "", acknowledged_at=handoff.acknowledged_at, late=handoff.late,
+        )
+        await uow.emit(self._envelope(event, handoff.incident_id, None))
+        await self._after_report(uow, handoff)
+
+    async def decline(self, handoff_id: str, command: DeclineHandoff) -> Outcome:
+        """DeclineHandoff -> HandoffDeclined + a replacement HandoffDispatched with the same due instant."""
+
+        async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
+            domain.require_member(self.index, handoff, command.actor_id)
+            tried = await repo.chain_unit_ids(uow.conn, handoff.root)
+            outcome = domain.decline(
+                self.index, handoff, command.reason_code, now, tried_unit_ids=tried,
+                max_bounces=self.settings.max_bounces, sequence=f"decline:{handoff.handoff_id}",
+            )
+            if outcome.changed and outcome.successor is not None:
+                await repo.save_handoff(uow.conn, outcome.handoff)
+                event = HandoffDeclined(
+                    incident_id=handoff.incident_id, handoff_id=handoff.handoff_id, unit_id=handoff.unit_id,
+                    actor_id=command.actor_id, reason_code=command.reason_code, reason_text=command.reason_text,
+                    declined_at=now,
+                )
+                await uow.emit(self._envelope(event, handoff.incident_id, None))
+                await self._dispatch(uow, outcome.successor, None)
+            return outcome
+
+        return await self.command(handoff_id, "decline", command.actor_id, apply)
+
+    async def mark_on_scene(self, handoff_id: str, command: MarkOnScene) -> Outcome:
+        """MarkOnScene -> ResponderOnScene (and HandoffAcknowledged first if nobody had reported yet)."""
+
+        async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
+            domain.require_member(self.index, handoff, command.actor_id)
+            outcome = domain.mark_on_scene(handoff, command.actor_id, now)
+            if outcome.changed:
+                if handoff.state is HandoffState.DISPATCHED:
+                    await self._save_acknowledged(uow, outcome.handoff)
+                await repo.save_handoff(uow.conn, outcome.handoff)
+                event = ResponderOnScene(
+                    incident_id=handoff.incident_id, handoff_id=handoff.handoff_id, unit_id=handoff.unit_id,
+                    actor_id=command.actor_id, arrived_at=now,
+                )
+                await uow.emit(self._envelope(event, handoff.incident_id, None))
+            return outcome
+
+        return await self.command(handoff_id, "on_scene", command.actor_id, apply)
+
+    async def resolve(self, handoff_id: str, command: ResolveHandoff) -> Outcome:
+        """ResolveHandoff -> HandoffResolved with role and disposition (only after acknowledgement)."""
+
+        async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
+            domain.require_member(self.index, handoff, command.actor_id)
+            outcome = domain.resolve(handoff, command.actor_id, command.disposition, command.note, now)
+            if outcome.changed:
+                await repo.save_handoff(uow.conn, outcome.handoff)
+                event = HandoffResolved(
+                    incident_id=handoff.incident_id, handoff_id=handoff.handoff_id, unit_id=handoff.unit_id,
+                    role=handoff.role, actor_id=command.actor_id, disposition=command.disposition,
+                    note=command.note, resolved_at=now,
+                )
+                await uow.emit(self._envelope(event, handoff.incident_id, None))
+            return outcome
+
+        return await self.command(handoff_id, "resolve", command.actor_id, apply)
+
+    async def reassign(self, handoff_id: str, command: ReassignHandoff) -> Outcome:
+        """ReassignHandoff (dispatchers only) -> HandoffReassigned + HandoffDispatched keeping the due instant."""
+
+        async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
+            outcome = domain.reassign(
+                self.index, handoff, command.actor_id, command.to_unit_id, now,
+                sequence=f"reassign:{handoff.handoff_id}",
+            )
+            if outcome.changed and outcome.successor is not None:
+                await repo.save_handoff(uow.conn, outcome.handoff)
+                event = HandoffReassigned(
+                    incident_id=handoff.incident_id, handoff_id=handoff.handoff_id, from_unit_id=handoff.unit_id,
+                    to_unit_id=outcome.successor.unit_id, new_handoff_id=outcome.successor.handoff_id,
+                    actor_id=command.actor_id, reason=command.reason,
+                )
+                await uow.emit(self._envelope(event, handoff.incident_id, None))
+                await self._dispatch(uow, outcome.successor, None)
+            return outcome
+
+        return await self.command(handoff_id, "reassign", command.actor_id, apply)
+
+
+# Handoffs whose unit is no longer the one responsible for their part of the work.
+_MOVED_ON = frozenset({HandoffState.DECLINED, HandoffState.REASSIGNED, HandoffState.RELEASED})
+
+
+def event_handlers(routing: Routing) -> dict[str, dict[str, Any]]:
+    """Handlers per consumed topic name, keyed by event type."""
+    return {
+        "decisions": {
+            IncidentClassified.event_type: routing.on_classified,
+            IncidentReclassified.event_type: routing.on_reclassified,
+        },
+        "deadlines": {DeadlineBreached.event_type: routing.on_breached},
+        "outcomes": {
+            IncidentReopened.event_type: routing.on_reopened,
+            IncidentClosed.event_type: routing.on_closed,
+        },
+    }
+
+
+def handoff_view(handoff: Handoff, now: datetime) -> dict[str, Any]:
+    """A handoff as JSON; `seconds_left` is the report budget left while nobody has reported."""
+    view: dict[str, Any] = {}
+    for name, value in handoff.__dict__.items():
+        view[name] = value.value if hasattr(value, "value") else value.isoformat() if isinstance(value, datetime) else value
+    waiting = handoff.state is HandoffState.DISPATCHED
+    view["seconds_left"] = (handoff.report_due_at - now).total_seconds() if waiting else None
+    return view
+
+
+def command_router(routing: Routing) -> APIRouter:
+    """HTTP: the summoned unit's commands, dispatchers' reassignment, handoff and queue views."""
+    router = APIRouter(prefix="/api/v1", tags=["routing"])
+    engine = routing.runtime.engine
+
+    def result(outcome: Outcome) -> dict[str, Any]:
+        body = handoff_view(outcome.handoff, routing.now())
+        body["successor_handoff_id"] = outcome.handoff.successor_handoff_id
+        return body
+
+    @router.post("/handoffs/{handoff_id}/acknowledge", summary="Report for duty (报到)")
+    async def acknowledge(handoff_id: str, command: AcknowledgeHandoff) -> dict:
+        return result(await routing.acknowledge(handoff_id, command))
+
+    @router.post("/handoffs/{handoff_id}/decline", summary="Refuse with a reason code; re-routed with the remaining budget")
+    async def decline(handoff_id: str, command: DeclineHandoff) -> dict:
+        return result(await routing.decline(handoff_id, command))
+
+    @router.post("/handoffs/{handoff_id}/on-scene", summary="A responder arrived")
+    async def on_scene(handoff_id: str, command: MarkOnScene) -> dict:
+        return result(await routing.mark_on_scene(handoff_id, command))
+
+    @router.post("/handoffs/{handoff_id}/resolve", summary="Finish the unit's work (处置)")
+    async def resolve(handoff_id: str, command: ResolveHandoff) -> dict:
+        return result(await routing.resolve(handoff_id, command))
+
+    @router.post("/handoffs/{handoff_id}/reassign", summary="A dispatcher moves the handoff; the due instant is kept")
+    async def reassign(handoff_id: str, command: ReassignHandoff) -> dict:
+        return result(await routing.reassign(handoff_id, command))
+
+    @router.get("/handoffs/{handoff_id}", summary="One handoff")
+    async def get_handoff(handoff_id: str) -> dict:
+        async with engine.connect() as conn:
+            handoff = await repo.get_handoff(conn, handoff_id)
+        if handoff is None:
+            raise HTTPException(404, detail=f"handoff {handoff_id} not found")
+        return handoff_view(handoff, routing.now())
+
+    @router.get("/incidents/{incident_id}/handoffs", summary="Every handoff of an incident")
+    async def incident_handoffs(incident_id: str) -> dict:
+        async with engine.connect() as conn:
+            handoffs = await repo.incident_handoffs(conn, incident_id)
+        if not handoffs:
+            raise HTTPException(404, detail=f"incident {incident_id} has no handoffs")
+        now = routing.now()
+        return {"incident_id": incident_id, "handoffs": [handoff_view(h, now) for h in handoffs]}
+
+    @router.get("/units/{unit_id}/queue", summary="A unit's open handoffs, soonest report deadline first")
+    async def unit_queue(unit_id: str) -> dict:
+        if routing.index.unit(unit_id) is None:
+            raise HTTPException(404, detail=f"unit {unit_id} not found")
+        async with engine.connect() as conn:
+            handoffs = await repo.unit_queue(conn, unit_id)
+        now = routing.now()
+        return {"unit_id": unit_id, "handoffs": [handoff_view(h, now) for h in handoffs]}
+
+    @router.get("/units/{unit_id}", summary="A unit with its members")
+    async def get_unit(unit_id: str) -> dict:
+        unit = routing.index.unit(unit_id)
+        if unit is None:
+            raise HTTPException(404, detail=f"unit {unit_id} not found")
+        return unit.model_dump(mode="json")
+
+    return router
