@@ -1,0 +1,1 @@
+"""Closure (反馈, 限时办结): readiness, verification, feedback, honest closing and the incident timeline."""

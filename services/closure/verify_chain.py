@@ -1,0 +1,54 @@
+"""Recompute the timeline hash chains of a closure database; exit 1 naming the first broken entry.
+
+    python -m services.closure.verify_chain --database-url URL [--incident ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.closure import repository as repo
+from services.closure.domain import BrokenLink, first_broken_link
+
+
+async def check_chains(database_url: str, incident_id: str | None = None) -> tuple[int, BrokenLink | None]:
+    """Check one incident's chain or every chain; return how many were checked and the first break."""
+    # A plain engine, not the service's: the check only reads and must not take SQLite's write lock.
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            incident_ids = [incident_id] if incident_id else await repo.incidents_with_timeline(conn)
+            for checked, current in enumerate(incident_ids, start=1):
+                entries = await repo.timeline_of(conn, current)
+                if not entries:
+                    # Only reachable with --incident: a named incident with no history at all may
+                    # have had its whole timeline deleted, which a chain alone cannot show.
+                    return checked, BrokenLink(current, 0, "no timeline entries for this incident")
+                broken = first_broken_link(entries)
+                if broken is not None:
+                    return checked, broken
+            return len(incident_ids), None
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m services.closure.verify_chain", description=__doc__)
+    parser.add_argument("--database-url", required=True, help="SQLAlchemy async URL of the closure database")
+    parser.add_argument("--incident", help="check only this incident's timeline")
+    args = parser.parse_args(argv)
+    checked, broken = asyncio.run(check_chains(args.database_url, args.incident))
+    if broken is not None:
+        print(f"BROKEN incident {broken.incident_id} seq {broken.seq}: {broken.reason}", file=sys.stderr)
+        return 1
+    print(f"OK: {checked} timeline(s) verified")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
