@@ -51,6 +51,7 @@ class UnitOfWork:
         self._cm: Any = None
         self.conn: AsyncConnection
         self.emitted: list[Envelope] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     async def __aenter__(self) -> UnitOfWork:
         self._cm = self._engine.begin()
@@ -66,6 +67,13 @@ class UnitOfWork:
         await self._cm.__aexit__(exc_type, exc, tb)
         if exc_type is None and self.emitted and self._on_commit:
             self._on_commit()
+        if exc_type is None:
+            for callback in self._after_commit:
+                callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction has committed; never if it rolls back."""
+        self._after_commit.append(callback)
 
     async def claim(self, consumer: str, event_id: str) -> bool:
         """Record that `consumer` processed `event_id`; False means it already did (a duplicate)."""
