@@ -1,0 +1,35 @@
+"""Composition root of the SLA timer: the only place that wires its parts together."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from contracts.deadline_policy import load_policy
+from contracts.reference import load_reference_data
+from contracts.topics import CLOSURE_OUTCOMES, ROUTING_HANDOFFS
+from services.runtime.clock import Clock
+from services.runtime.host import ServiceRuntime
+from services.sla_timer.handlers import DeadlineKeeper, command_router
+from services.sla_timer.metrics import SlaTimerMetrics
+from services.sla_timer.repository import metadata
+from services.sla_timer.scheduler import DeadlineScheduler
+from services.sla_timer.settings import SlaTimerSettings
+
+
+def create_app(settings: SlaTimerSettings, clock: Clock | None = None) -> FastAPI:
+    """Build the SLA timer app; nothing connects until its lifespan starts."""
+    runtime = ServiceRuntime("sla_timer", settings, metadata, clock)
+    policy = load_policy(settings.deadline_policy)
+    reference = load_reference_data(settings.reference_data)
+    metrics = SlaTimerMetrics(runtime.metrics.registry)
+    scheduler = DeadlineScheduler(runtime, settings, policy, metrics)
+    keeper = DeadlineKeeper(runtime, policy, scheduler, metrics)
+    runtime.subscribe(ROUTING_HANDOFFS, keeper.routing_handlers(), purpose="handoffs")
+    runtime.subscribe(CLOSURE_OUTCOMES, keeper.closure_handlers(), purpose="closure")
+    if settings.scheduler_enabled:
+        runtime.add_background("deadline-scheduler", scheduler.run)
+    app = runtime.http_app(title="gridwhistle sla_timer", routers=[command_router(runtime, scheduler, reference)])
+    app.state.scheduler = scheduler
+    # The scheduler's core, for tests that move a FakeClock by hand: `await app.state.fire_due(now)`.
+    app.state.fire_due = scheduler.fire_due
+    return app

@@ -1,0 +1,361 @@
+"""Subscribers and HTTP commands of the SLA timer: envelope in -> deadline rules -> events out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.deadline_policy import DeadlinePolicy
+from contracts.envelope import Envelope
+from contracts.events import (
+    HandoffAcknowledged,
+    HandoffDeclined,
+    HandoffDispatched,
+    HandoffReassigned,
+    HandoffReleased,
+    HandoffResolved,
+    IncidentClosed,
+)
+from contracts.reference import ReferenceData
+from contracts.vocabulary import Category, DeadlineKind, Urgency
+from services.runtime.host import ServiceRuntime
+from services.runtime.outbox import UnitOfWork
+from services.sla_timer import facts
+from services.sla_timer import repository as repo
+from services.sla_timer.domain import (
+    NEXT_CLOCK,
+    DeadlineState,
+    PauseRefused,
+    check_pause,
+    deadline_id,
+    is_due,
+    next_fire_at,
+    next_warning,
+    remaining_seconds_at,
+    resumed_due_at,
+)
+from services.sla_timer.metrics import SlaTimerMetrics
+from services.sla_timer.scheduler import DeadlineScheduler
+
+_OPEN = (DeadlineState.ARMED.value, DeadlineState.PAUSED.value)
+
+
+class DeadlineKeeper:
+    """Arms, cancels and settles deadlines as handoff and closure facts arrive."""
+
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        policy: DeadlinePolicy,
+        scheduler: DeadlineScheduler,
+        metrics: SlaTimerMetrics,
+    ) -> None:
+        self._runtime = runtime
+        self._policy = policy
+        self._scheduler = scheduler
+        self._metrics = metrics
+
+    async def arm(
+        self,
+        uow: UnitOfWork,
+        cause: Envelope,
+        *,
+        incident_id: str,
+        handoff_id: str,
+        unit_id: str | None,
+        kind: DeadlineKind,
+        urgency: Urgency,
+        category: Category | None,
+        armed_at: datetime,
+        due_at: datetime,
+        policy_version: str,
+    ) -> bool:
+        """Store an armed deadline and stage DeadlineArmed; False if it already existed."""
+        window = max((due_at - armed_at).total_seconds(), 0.0)
+        upcoming = next_warning(due_at, window, self._scheduler.warning_fractions, 0.0)
+        warning_at = upcoming[1] if upcoming else None
+        fire_at = next_fire_at(due_at, warning_at)
+        row = {
+            "id": deadline_id(handoff_id, kind),
+            "incident_id": incident_id,
+            "handoff_id": handoff_id,
+            "unit_id": unit_id,
+            "kind": kind.value,
+            "urgency": urgency.value,
+            "category": category.value if category else None,
+            "armed_at": armed_at,
+            "due_at": due_at,
+            "window_seconds": window,
+            "state": DeadlineState.ARMED.value,
+            "next_warning_at": warning_at,
+            "next_fire_at": fire_at,
+            "warnings_sent": [],
+            "policy_version": policy_version,
+        }
+        if not await repo.insert_deadline(uow.conn, **row):
+            return False
+        stored = await repo.get_deadline(uow.conn, row["id"])
+        await uow.emit(facts.armed(stored, now=self._runtime.clock.now(), cause=cause))
+        uow.after_commit(lambda: self._scheduler.armed(fire_at))
+        uow.after_commit(lambda: self._metrics.armed.labels(urgency.value, kind.value).inc())
+        return True
+
+    async def arm_next_clock(self, uow: UnitOfWork, cause: Envelope, settled: Any, started_at: datetime) -> None:
+        """Arm the clock that follows `settled` in the chain, running from `started_at`."""
+        kind = NEXT_CLOCK.get(DeadlineKind(settled.kind))
+        if kind is None:
+            return
+        urgency = Urgency(settled.urgency)
+        category = Category(settled.category) if settled.category else None
+        await self.arm(
+            uow,
+            cause,
+            incident_id=settled.incident_id,
+            handoff_id=settled.handoff_id,
+            unit_id=settled.unit_id,
+            kind=kind,
+            urgency=urgency,
+            category=category,
+            armed_at=started_at,
+            due_at=started_at + self._policy.duration(kind, urgency, category),
+            policy_version=self._policy.version,
+        )
+
+    async def cancel(self, uow: UnitOfWork, cause: Envelope, row: Any, reason: str) -> bool:
+        """Cancel one open deadline and stage DeadlineCancelled; False if it had already fired or ended."""
+        now = self._runtime.clock.now()
+        if not await repo.cancel_if_open(uow.conn, row.id, at=now, reason=reason):
+            return False
+        await uow.emit(facts.cancelled(row, reason, now=now, cause=cause))
+        uow.after_commit(lambda: self._metrics.cancelled.labels(row.urgency, row.kind).inc())
+        return True
+
+    async def breach_now(self, uow: UnitOfWork, cause: Envelope, row: Any) -> None:
+        """Fire a due deadline from a handler (the scheduler had not got to it yet)."""
+        now = self._runtime.clock.now()
+        if await repo.fire_if_armed(uow.conn, row.id, at=now):
+            await uow.emit(facts.breached(row, now=now, cause=cause))
+            uow.after_commit(lambda: self._scheduler.count_breach(row, now))
+
+    # --- consumed facts -------------------------------------------------------------------
+
+    async def on_dispatched(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Arm the report clock at the dispatch's own report_due_at (it started at dispatch)."""
+        dispatch: HandoffDispatched = envelope.data  # type: ignore[assignment]
+        if await repo.is_closed(uow.conn, dispatch.incident_id):
+            return
+        early = await repo.get_early_fact(uow.conn, dispatch.handoff_id)
+        if early is None:
+            await self.arm(
+                uow,
+                envelope,
+                incident_id=dispatch.incident_id,
+                handoff_id=dispatch.handoff_id,
+                unit_id=dispatch.unit_id,
+                kind=DeadlineKind.REPORT,
+                urgency=dispatch.urgency,
+                category=dispatch.category,
+                armed_at=dispatch.dispatched_at,
+                due_at=dispatch.report_due_at,
+                policy_version=envelope.policy_version or self._policy.version,
+            )
+            return
+        await self._settle_dispatch_after_early_fact(uow, envelope, dispatch, early)
+
+    async def _settle_dispatch_after_early_fact(
+        self, uow: UnitOfWork, envelope: Envelope, dispatch: HandoffDispatched, early: Any
+    ) -> None:
+        # The acknowledgement (or the end) of this handoff was consumed first: the report clock
+        # is stored already settled, so it can never fire, and the chain goes on from the ack.
+        report_id = deadline_id(dispatch.handoff_id, DeadlineKind.REPORT)
+        acked_at = early.acknowledged_at
+        late = acked_at is not None and is_due(dispatch.report_due_at, acked_at)
+        row = {
+            "id": report_id,
+            "incident_id": dispatch.incident_id,
+            "handoff_id": dispatch.handoff_id,
+            "unit_id": dispatch.unit_id,
+            "kind": DeadlineKind.REPORT.value,
+            "urgency": dispatch.urgency.value,
+            "category": dispatch.category.value,
+            "armed_at": dispatch.dispatched_at,
+            "due_at": dispatch.report_due_at,
+            "window_seconds": max((dispatch.report_due_at - dispatch.dispatched_at).total_seconds(), 0.0),
+            "state": DeadlineState.CANCELLED.value,
+            "warnings_sent": [],
+            "cancelled_at": self._runtime.clock.now(),
+            "cancel_reason": f"{early.ended_by or 'acknowledged'}_before_dispatch",
+            "late_ack_at": acked_at if late else None,
+            "policy_version": envelope.policy_version or self._policy.version,
+        }
+        if not await repo.insert_deadline(uow.conn, **row):
+            return
+        if acked_at is not None and early.ended_by is None:
+            stored = await repo.get_deadline(uow.conn, report_id)
+            await self.arm_next_clock(uow, envelope, stored, acked_at)
+
+    async def on_acknowledged(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Settle the report clock (cancel, or record a late ack) and arm the next clock of the chain."""
+        ack: HandoffAcknowledged = envelope.data  # type: ignore[assignment]
+        row = await repo.lock_deadline(uow.conn, deadline_id(ack.handoff_id, DeadlineKind.REPORT))
+        if row is None:
+            await repo.record_early_fact(
+                uow.conn,
+                handoff_id=ack.handoff_id,
+                incident_id=ack.incident_id,
+                at=self._runtime.clock.now(),
+                acknowledged_at=ack.acknowledged_at,
+            )
+            return
+        if row.state == DeadlineState.ARMED.value and is_due(row.due_at, ack.acknowledged_at):
+            # Late by its own timestamp but not fired yet (the scheduler is behind): the breach
+            # is real and is fired here, exactly once, by the same conditional update.
+            await self.breach_now(uow, envelope, row)
+            row = await repo.get_deadline(uow.conn, row.id)
+        if row.state in _OPEN:
+            if not await self.cancel(uow, envelope, row, "acknowledged"):
+                return
+        elif row.state == DeadlineState.FIRED.value:
+            if not await repo.record_late_ack(uow.conn, row.id, ack.acknowledged_at):
+                return  # a redelivered or repeated acknowledgement
+            uow.after_commit(lambda: self._metrics.late_acks.labels(row.urgency).inc())
+        else:
+            return  # cancelled before the ack (declined, reassigned, closed): nothing to chain
+        await self.arm_next_clock(uow, envelope, row, ack.acknowledged_at)
+
+    async def on_handoff_ended(self, uow: UnitOfWork, envelope: Envelope, handoff_id: str, reason: str) -> None:
+        """Cancel every open deadline of a handoff that was declined, reassigned, resolved or released."""
+        rows = await repo.open_deadlines(uow.conn, handoff_id=handoff_id)
+        for row in rows:
+            await self.cancel(uow, envelope, row, reason)
+        if not rows and await repo.get_deadline(uow.conn, deadline_id(handoff_id, DeadlineKind.REPORT)) is None:
+            await repo.record_early_fact(
+                uow.conn,
+                handoff_id=handoff_id,
+                incident_id=envelope.subject,
+                at=self._runtime.clock.now(),
+                ended_by=reason,
+            )
+
+    async def on_incident_closed(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Cancel every open deadline of a closed incident; later dispatches of it arm nothing."""
+        closed: IncidentClosed = envelope.data  # type: ignore[assignment]
+        await repo.record_closed(uow.conn, closed.incident_id, closed.closed_at)
+        for row in await repo.open_deadlines(uow.conn, incident_id=closed.incident_id):
+            await self.cancel(uow, envelope, row, "incident_closed")
+
+    def routing_handlers(self) -> dict:
+        """Handlers for the routing handoffs topic, keyed by event type."""
+
+        def ended(reason: str) -> Any:
+            async def handle(uow: UnitOfWork, envelope: Envelope) -> None:
+                await self.on_handoff_ended(uow, envelope, envelope.data.handoff_id, reason)  # type: ignore[attr-defined]
+
+            return handle
+
+        return {
+            HandoffDispatched.event_type: self.on_dispatched,
+            HandoffAcknowledged.event_type: self.on_acknowledged,
+            HandoffDeclined.event_type: ended("declined"),
+            HandoffReassigned.event_type: ended("reassigned"),
+            HandoffResolved.event_type: ended("resolved"),
+            HandoffReleased.event_type: ended("released"),
+        }
+
+    def closure_handlers(self) -> dict:
+        """Handlers for the closure outcomes topic, keyed by event type."""
+        return {IncidentClosed.event_type: self.on_incident_closed}
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+class PauseDeadline(BaseModel):
+    """Stop a deadline's clock; the actor must not belong to the summoned unit."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ResumeDeadline(BaseModel):
+    """Run a paused deadline's clock again."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str = Field(min_length=1, max_length=64)
+
+
+def deadline_view(row: Any) -> dict:
+    """The public shape of one deadline."""
+    view = dict(row._mapping)
+    view.pop("next_fire_at", None)
+    return view
+
+
+def command_router(
+    runtime: ServiceRuntime, scheduler: DeadlineScheduler, reference: ReferenceData
+) -> APIRouter:
+    """HTTP: read deadlines, pause and resume them."""
+    router = APIRouter(prefix="/api/v1", tags=["sla_timer"])
+
+    @router.get("/deadlines", summary="Deadlines of one incident")
+    async def list_deadlines(incident_id: str = Query(min_length=1, max_length=64)) -> list[dict]:
+        async with runtime.engine.connect() as conn:
+            rows = await repo.deadlines_of_incident(conn, incident_id)
+        return [deadline_view(r) for r in rows]
+
+    @router.get("/deadlines/{deadline_id}", summary="One deadline")
+    async def get_deadline(deadline_id: str) -> dict:
+        async with runtime.engine.connect() as conn:
+            row = await repo.get_deadline(conn, deadline_id)
+        if row is None:
+            raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+        return deadline_view(row)
+
+    @router.post("/deadlines/{deadline_id}/pause", summary="Stop the clock (not by the assignee)")
+    async def pause(deadline_id: str, command: PauseDeadline) -> dict:
+        async with runtime.unit_of_work() as uow:
+            row = await repo.lock_deadline(uow.conn, deadline_id)
+            if row is None:
+                raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+            now = runtime.clock.now()
+            unit = reference.unit(row.unit_id) if row.unit_id else None
+            try:
+                check_pause(row.state, row.due_at, now, command.actor_id, unit.members if unit else ())
+            except PauseRefused as refused:
+                status = 403 if refused.code == "assignee_cannot_pause" else 409
+                raise HTTPException(status, detail={"code": refused.code, "message": str(refused)}) from None
+            remaining = remaining_seconds_at(row.due_at, now)
+            if not await repo.pause(uow.conn, row.id, at=now, remaining_seconds=remaining, actor_id=command.actor_id):
+                raise HTTPException(409, detail={"code": "not_armed", "message": "the deadline changed; retry"})
+            await uow.emit(facts.paused(row, actor_id=command.actor_id, reason=command.reason, now=now))
+            updated = await repo.get_deadline(uow.conn, row.id)
+        return deadline_view(updated)
+
+    @router.post("/deadlines/{deadline_id}/resume", summary="Run the clock again from where it stopped")
+    async def resume(deadline_id: str, command: ResumeDeadline) -> dict:
+        async with runtime.unit_of_work() as uow:
+            row = await repo.lock_deadline(uow.conn, deadline_id)
+            if row is None:
+                raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+            if row.state != DeadlineState.PAUSED.value:
+                raise HTTPException(
+                    409, detail={"code": "not_paused", "message": f"only a paused deadline resumes (it is {row.state})"}
+                )
+            now = runtime.clock.now()
+            due_at = resumed_due_at(row.remaining_seconds, now)
+            upcoming = next_warning(
+                due_at, row.window_seconds, scheduler.warning_fractions, max(row.warnings_sent, default=0.0)
+            )
+            warning_at = upcoming[1] if upcoming else None
+            fire_at = next_fire_at(due_at, warning_at)
+            await repo.resume(uow.conn, row.id, due_at=due_at, next_warning_at=warning_at, next_fire_at=fire_at)
+            await uow.emit(facts.resumed(row, actor_id=command.actor_id, due_at=due_at, now=now))
+            uow.after_commit(lambda: scheduler.armed(fire_at))
+            updated = await repo.get_deadline(uow.conn, row.id)
+        return deadline_view(updated)
+
+    return router

@@ -1,0 +1,153 @@
+"""The deadline scheduler: fires what is due, exactly once, never early, then sleeps until the next one.
+
+Firing claims a batch of due armed rows (on PostgreSQL with FOR UPDATE SKIP LOCKED, so replicas
+share the work without waiting on each other), marks each with a conditional UPDATE ... WHERE
+state = 'armed' and stages its event in the outbox, all in one transaction. Whoever commits that
+UPDATE first owns the firing; a crashed replica's claim dies with its transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from contracts.deadline_policy import DeadlinePolicy
+from services.runtime.host import ServiceRuntime
+from services.runtime.logs import get_logger
+from services.runtime.outbox import UnitOfWork
+from services.sla_timer import facts
+from services.sla_timer import repository as repo
+from services.sla_timer.domain import DeadlineState, next_fire_at, plan_firing
+from services.sla_timer.metrics import SlaTimerMetrics
+from services.sla_timer.settings import SlaTimerSettings
+
+log = get_logger(__name__)
+
+# When the earliest due row is locked by another replica, look again after this, not at once.
+_CONTENDED_PAUSE_SECONDS = 0.05
+
+
+class DeadlineScheduler:
+    """Fires due deadlines and warnings; handlers tell it when a sooner deadline was armed."""
+
+    def __init__(
+        self,
+        runtime: ServiceRuntime,
+        settings: SlaTimerSettings,
+        policy: DeadlinePolicy,
+        metrics: SlaTimerMetrics,
+    ) -> None:
+        self._runtime = runtime
+        self._settings = settings
+        self._fractions = policy.warning_fractions if settings.warnings_enabled else ()
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+        self._sleeping_until: datetime | None = None
+        self._gauge_refreshed = float("-inf")
+
+    @property
+    def warning_fractions(self) -> tuple[float, ...]:
+        """The fractions of a window at which warnings are sent (empty when disabled)."""
+        return tuple(self._fractions)
+
+    def armed(self, fire_at: datetime) -> None:
+        """A deadline now needs the scheduler at `fire_at`; wake it if it sleeps past that."""
+        if self._sleeping_until is None or fire_at < self._sleeping_until:
+            self._wake.set()
+
+    async def fire_due(self, now: datetime) -> int:
+        """Fire every breach and warning due at `now`, batch by batch; return how many events were emitted."""
+        emitted = 0
+        while True:
+            claimed, sent = await self._fire_batch(now)
+            emitted += sent
+            if claimed < self._settings.fire_batch_size:
+                return emitted
+
+    async def _fire_batch(self, now: datetime) -> tuple[int, int]:
+        after_commit: list[Any] = []
+        async with self._runtime.unit_of_work() as uow:
+            rows = await repo.claim_due(uow.conn, now, self._settings.fire_batch_size)
+            for row in rows:
+                await self._fire_one(uow, row, now, after_commit)
+            sent = len(uow.emitted)
+        for record in after_commit:
+            record()
+        return len(rows), sent
+
+    async def _fire_one(self, uow: UnitOfWork, row: Any, now: datetime, after_commit: list[Any]) -> None:
+        handled = max(row.warnings_sent, default=0.0)
+        plan = plan_firing(row.due_at, row.window_seconds, self._fractions, handled, now)
+        if plan.breach:
+            if await repo.fire_if_armed(uow.conn, row.id, at=now):
+                await uow.emit(facts.breached(row, now=now))
+                after_commit.append(lambda: self.count_breach(row, now))
+            return
+        if plan.warning_fraction is None:
+            # Only reachable when warnings were disabled after rows were armed with warning instants.
+            await repo.record_warning_if_armed(
+                uow.conn,
+                row.id,
+                expected_next_fire_at=row.next_fire_at,
+                warnings_sent=list(row.warnings_sent),
+                next_warning_at=plan.next_warning_at,
+                next_fire_at=next_fire_at(row.due_at, plan.next_warning_at),
+            )
+            return
+        recorded = await repo.record_warning_if_armed(
+            uow.conn,
+            row.id,
+            expected_next_fire_at=row.next_fire_at,
+            warnings_sent=[*row.warnings_sent, plan.warning_fraction],
+            next_warning_at=plan.next_warning_at,
+            next_fire_at=next_fire_at(row.due_at, plan.next_warning_at),
+        )
+        if recorded:
+            await uow.emit(facts.warned(row, plan.warning_fraction, now=now))
+            after_commit.append(lambda: self._metrics.fired.labels(row.urgency, row.kind, "warning").inc())
+
+    def count_breach(self, row: Any, fired_at: datetime) -> None:
+        """Count a committed breach and how late it fired."""
+        self._metrics.breached.labels(row.urgency, row.kind).inc()
+        self._metrics.fired.labels(row.urgency, row.kind, "breach").inc()
+        self._metrics.lateness.labels(row.urgency).observe(max((fired_at - row.due_at).total_seconds(), 0.0))
+
+    async def refresh_pending_gauge(self) -> None:
+        """Set the pending gauge from the database (what every replica agrees on)."""
+        async with self._runtime.engine.connect() as conn:
+            counts = await repo.count_open_by_urgency(conn)
+            await conn.rollback()
+        seen = {(state, urgency): n for state, urgency, n in counts}
+        for state in (DeadlineState.ARMED.value, DeadlineState.PAUSED.value):
+            for urgency in ("urgent", "general"):
+                self._metrics.pending.labels(urgency, state).set(seen.get((state, urgency), 0))
+
+    async def run(self) -> None:
+        """Fire due deadlines until cancelled; catches up on any backlog first."""
+        clock = self._runtime.clock
+        max_sleep = self._settings.scheduler_max_sleep_seconds
+        while True:
+            # Awake: any deadline armed from now on wakes the next sleep at once.
+            self._sleeping_until = None
+            self._wake.clear()
+            fired_up_to = clock.now()
+            await self.fire_due(fired_up_to)
+            if time.monotonic() - self._gauge_refreshed >= self._settings.pending_gauge_refresh_seconds:
+                await self.refresh_pending_gauge()
+                self._gauge_refreshed = time.monotonic()
+            async with self._runtime.engine.connect() as conn:
+                upcoming = await repo.next_fire_instant(conn)
+                await conn.rollback()
+            if upcoming is None:
+                delay = max_sleep
+            elif upcoming <= fired_up_to:
+                delay = _CONTENDED_PAUSE_SECONDS  # due, yet not fired by us: another replica holds it
+            else:
+                delay = min(max_sleep, max((upcoming - clock.now()).total_seconds(), 0.0))
+            self._sleeping_until = clock.now() + timedelta(seconds=delay)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
