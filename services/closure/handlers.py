@@ -36,6 +36,7 @@ from services.closure.domain import (
 )
 from services.closure.metrics import ClosureMetrics
 from services.closure.settings import ClosureSettings
+from services.runtime.consumer import Handler
 from services.runtime.host import ServiceRuntime
 from services.runtime.http import problem
 from services.runtime.outbox import UnitOfWork
@@ -63,7 +64,7 @@ CONSUMED: tuple[tuple[TopicSpec, str, tuple[type[Event], ...]], ...] = (
 )
 
 
-def fact_handler(runtime: ServiceRuntime) -> Callable[[UnitOfWork, Envelope], Any]:
+def fact_handler(runtime: ServiceRuntime) -> Handler:
     """The one handler for every consumed fact: record it, settle readiness, extend the timeline."""
 
     async def on_fact(uow: UnitOfWork, envelope: Envelope) -> None:

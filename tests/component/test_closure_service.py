@@ -105,6 +105,12 @@ class Incident:
     async def resolve(self, handoff_id: str, role: HandoffRole = HandoffRole.LEAD, disposition=Disposition.RESOLVED):
         await self.send(self.resolution(handoff_id, role, disposition))
 
+    async def resolved_by_the_lead(self, disposition=Disposition.RESOLVED) -> None:
+        """Reported, one lead dispatched and resolved: ready for verification."""
+        await self.report()
+        await self.dispatch("lead")
+        await self.resolve("lead", disposition=disposition)
+
     async def emitted(self) -> list[type]:
         return [type(e.data) for e in await outbox_envelopes(self.app) if e.subject == self.id]
 
@@ -191,9 +197,7 @@ async def test_an_unfounded_lead_disposition_closes_unresolved_even_when_the_rep
     app, clock = make_app(tmp_path)
     async with running(app) as client:
         incident = Incident(app, clock)
-        await incident.report()
-        await incident.dispatch("lead")
-        await incident.resolve("lead", disposition=Disposition.UNFOUNDED)
+        await incident.resolved_by_the_lead(Disposition.UNFOUNDED)
         assert (await verify(client, incident)).status_code == 200
         closed = (await feedback(client, incident, "basically_satisfied")).json()
         assert closed["outcome"] == "closed_unresolved"
@@ -235,9 +239,7 @@ async def test_the_same_command_twice_returns_the_state_with_one_effect(tmp_path
     app, clock = make_app(tmp_path)
     async with running(app) as client:
         incident = Incident(app, clock)
-        await incident.report()
-        await incident.dispatch("lead")
-        await incident.resolve("lead")
+        await incident.resolved_by_the_lead()
         first, second = await verify(client, incident), await verify(client, incident)
         assert (first.status_code, second.status_code) == (200, 200)
         assert second.json() == first.json()
@@ -276,9 +278,7 @@ async def test_rejected_verification_reopens_until_routing_resolves_the_lead_aga
     app, clock = make_app(tmp_path)
     async with running(app) as client:
         incident = Incident(app, clock)
-        await incident.report()
-        await incident.dispatch("lead")
-        await incident.resolve("lead")
+        await incident.resolved_by_the_lead()
         rejected = await verify(client, incident, confirmed=False, reason="杂物还在")
         assert rejected.status_code == 200, rejected.text
         assert (rejected.json()["status"], rejected.json()["reopen_count"]) == ("reopened", 1)
@@ -293,9 +293,7 @@ async def test_the_reopen_loop_hits_the_cap_and_closes_unresolved_escalated(tmp_
     app, clock = make_app(tmp_path, max_reopens=1)
     async with running(app) as client:
         incident = Incident(app, clock)
-        await incident.report()
-        await incident.dispatch("lead")
-        await incident.resolve("lead")
+        await incident.resolved_by_the_lead()
         await verify(client, incident)
         reopened = (await feedback(client, incident, "not_satisfied")).json()
         assert (reopened["status"], reopened["reopen_count"]) == ("reopened", 1)
