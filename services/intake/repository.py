@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake.domain import BoundingBox
-from services.runtime.db import UTCDateTime, insert_ignoring_conflicts
+from services.runtime.db import Serial, UTCDateTime, insert_ignoring_conflicts
 
 metadata = MetaData()
 
@@ -107,10 +107,12 @@ escalations = Table(
     Column("escalated_at", UTCDateTime, nullable=False),
 )
 
+# seq keeps arrival order among facts stamped with the same instant.
 timeline = Table(
     "timeline",
     metadata,
-    Column("event_id", String(36), primary_key=True),
+    Column("seq", Serial, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
     Column("incident_id", String(64), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("type", String(64), nullable=False),
@@ -279,7 +281,7 @@ async def get_escalations(conn: AsyncConnection, incident_id: str) -> list[Any]:
 
 async def get_timeline(conn: AsyncConnection, incident_id: str) -> list[Any]:
     """Timeline rows of an incident in event-time order."""
-    query = select(timeline).where(timeline.c.incident_id == incident_id).order_by(timeline.c.at, timeline.c.event_id)
+    query = select(timeline).where(timeline.c.incident_id == incident_id).order_by(timeline.c.at, timeline.c.seq)
     return list((await conn.execute(query)).all())
 
 
