@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -79,17 +80,22 @@ class Harness:
         return next(h for h in await self.handoffs(incident_id) if h["unit_id"] == unit_id and h["state"] == "dispatched")
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def running_routing(database_url: str) -> AsyncIterator[Harness]:
+    """The routing app on a database, with the in-memory broker and an HTTP client."""
     clock = FakeClock()
-    settings = RoutingSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'routing.db'}", log_json=False, outbox_poll_seconds=30,
-    )
+    settings = RoutingSettings(database_url=database_url, log_json=False, outbox_poll_seconds=30)
     app = create_app(settings, clock=clock)
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://routing") as http:
                 yield Harness(app, clock, http)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_routing(f"sqlite+aiosqlite:///{tmp_path / 'routing.db'}") as running:
+        yield running
 
 
 def new_incident() -> str:
@@ -290,6 +296,17 @@ async def test_metrics_count_dispatches_declines_and_escalations(harness: Harnes
     text = (await harness.http.get("/metrics")).text
     assert 'gridwhistle_routing_handoffs_dispatched_total{department="fire_rescue",role="lead"} 1.0' in text
     assert 'gridwhistle_routing_handoffs_dispatched_total{department="police",role="co_operating"} 1.0' in text
+    health = await harness.handoff_of(incident, "U-HEALTH-D01")
+    await harness.http.post(f"/api/v1/handoffs/{health['handoff_id']}/decline",
+                            json={"actor_id": "health-D01-2", "reason_code": "not_our_jurisdiction"})
+    officer = await harness.handoff_of(incident, "U-POL-P0001")
+    await harness.publish(SLA_DEADLINES, DeadlineBreached(
+        incident_id=incident, deadline_id="d1", handoff_id=officer["handoff_id"], kind=DeadlineKind.REPORT,
+        due_at=harness.clock.now(), urgency=Urgency.URGENT, fired_at=harness.clock.now()), incident)
+    text = (await harness.http.get("/metrics")).text
+    assert 'gridwhistle_routing_declines_total{reason="not_our_jurisdiction"} 1.0' in text
+    assert 'gridwhistle_routing_escalations_total{level="1"} 1.0' in text
+    assert 'gridwhistle_routing_handoffs_dispatched_total{department="police",role="escalation"} 1.0' in text
 
 
 async def test_unit_view_lists_members(harness: Harness) -> None:
