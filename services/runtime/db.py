@@ -8,6 +8,7 @@ written in the same transaction as the state change they belong to.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +25,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -89,6 +90,9 @@ def add_runtime_tables(metadata: MetaData) -> tuple[Table, Table]:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine tuned per backend (SQLite: WAL, busy timeout, BEGIN IMMEDIATE)."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
