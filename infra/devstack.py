@@ -2,7 +2,7 @@
 
 ``make run`` calls ``python -m infra.devstack``. Without KAFKA_BOOTSTRAP_SERVERS
 it starts a local broker (data in .run/kafka, port GRIDWHISTLE_KAFKA_PORT or
-9092); each service gets a SQLite database in .run/data and a log in .run/logs.
+9092); GRIDWHISTLE_SERVICES=intake,routing runs only those services; each service gets a SQLite database in .run/data and a log in .run/logs.
 Ctrl-C or SIGTERM stops everything; a service that dies stops everything too,
 with a nonzero exit.
 """
@@ -66,10 +66,22 @@ def service_env(name: str, port: int, bootstrap: str) -> dict[str, str]:
     }
 
 
+def selected_services() -> list[tuple[str, int]]:
+    """SERVICES, or the subset named in GRIDWHISTLE_SERVICES (comma-separated)."""
+    wanted = [n.strip() for n in os.environ.get("GRIDWHISTLE_SERVICES", "").split(",") if n.strip()]
+    if not wanted:
+        return list(SERVICES)
+    known = dict(SERVICES)
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"GRIDWHISTLE_SERVICES names unknown services {unknown}; known: {list(known)}")
+    return [(name, port) for name, port in SERVICES if name in wanted]
+
+
 def available_services() -> tuple[list[tuple[str, int]], list[str]]:
-    """Split SERVICES into those whose package exists and the names of those that don't."""
+    """Split the selected services into those whose package exists and the names of those that don't."""
     present, missing = [], []
-    for name, port in SERVICES:
+    for name, port in selected_services():
         if (REPO_ROOT / "services" / name / "__main__.py").is_file():
             present.append((name, port))
         else:

@@ -66,7 +66,7 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion from sync code, even inside a running event loop."""
     try:
         asyncio.get_running_loop()
@@ -454,7 +454,7 @@ class LocalKafka:
                 raise RuntimeError(f"Kafka exited with code {code} while starting.\n{self._log_tails()}")
             # The cheap TCP check keeps aiokafka from logging connection errors
             # while the JVM is still booting.
-            if port_open(self.host, self.port) and _run_sync(lambda: _kafka_answers(self.bootstrap, 5.0)):
+            if port_open(self.host, self.port) and run_sync(lambda: _kafka_answers(self.bootstrap, 5.0)):
                 return self
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -615,7 +615,8 @@ async def _wait_for_leaders(admin: Any, specs: list[TopicSpec], prefix: str, dea
             elif len(partitions) != wanted[name] and name not in warned:
                 warned.add(name)
                 _say(f"warning: topic {name} has {len(partitions)} partitions, "
-                     f"the catalogue says {wanted[name]}")
+                     f"the catalogue says {wanted[name]} (created by something else earlier? "
+                     "delete and recreate it, e.g. make clean for the dev stack)")
         if not pending:
             return
         if time.monotonic() > deadline:
@@ -625,7 +626,7 @@ async def _wait_for_leaders(admin: Any, specs: list[TopicSpec], prefix: str, dea
 
 def create_topics_sync(bootstrap: str, catalogue: Path = TOPIC_CATALOGUE, prefix: str = "") -> list[str]:
     """Blocking wrapper around create_topics()."""
-    return _run_sync(lambda: create_topics(bootstrap, catalogue, prefix))
+    return run_sync(lambda: create_topics(bootstrap, catalogue, prefix))
 
 
 # --------------------------------------------------------------------------
