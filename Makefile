@@ -54,11 +54,13 @@ run: venv kafka-jars
 
 test: venv kafka-jars
 	@mkdir -p test-artifacts
-	$(PYTEST) -m "not slow"
+	@echo 'pytest -m "not slow" $(PYTEST_ARGS)'
+	@$(PYTEST) -m "not slow"
 
 test-all: venv kafka-jars
 	@mkdir -p test-artifacts
-	$(PYTEST)
+	@echo 'pytest $(PYTEST_ARGS)'
+	@$(PYTEST)
 
 clean:
 	rm -rf .run .pytest_cache test-artifacts

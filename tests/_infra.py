@@ -27,7 +27,7 @@ from infra.local import (
     TOPIC_CATALOGUE,
     LocalKafka,
     LocalPostgres,
-    _run_sync,
+    run_sync,
     create_topics,
     ensure_kafka_jars,
     free_port,
@@ -122,7 +122,9 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServ
     except Exception as exc:
         if broker is not None:
             broker.stop()
+        broker = None
         problems.append(f"local broker: {exc}")
+    if broker is None:
         unavailable(
             "no Kafka for the integration tests: set KAFKA_BOOTSTRAP_SERVERS, run a Docker engine, "
             "or install Java 17 + Maven for the local broker.\n" + "\n".join(problems)
@@ -207,7 +209,7 @@ class PostgresServer:
             raise ValueError(f"invalid database name {name!r}")
         if self.local:
             return self.local.create_database(name)
-        _run_sync(lambda: self._admin(f'CREATE DATABASE "{name}"'))
+        run_sync(lambda: self._admin(f'CREATE DATABASE "{name}"'))
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
@@ -217,7 +219,7 @@ class PostgresServer:
         if self.local:
             self.local.drop_database(name)
         else:
-            _run_sync(lambda: self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            run_sync(lambda: self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     async def _admin(self, sql: str) -> None:
         import asyncpg
@@ -275,7 +277,9 @@ def postgres_server() -> Iterator[PostgresServer]:
     except Exception as exc:
         if local is not None:
             local.cleanup()
+        local = None
         problems.append(f"local cluster: {exc}")
+    if local is None:
         unavailable(
             "no PostgreSQL for the integration tests: set TEST_POSTGRES_URL, run a Docker engine, "
             "or install PostgreSQL's server binaries (Debian: apt-get install -y postgresql).\n"

@@ -41,6 +41,12 @@ def _pids_with(fragment: str) -> list[int]:
     return pids
 
 
+def _process_state(pid: int) -> str:
+    # Field 3 of /proc/<pid>/stat; "T" means stopped by a signal.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 @pytest.mark.integration
 async def test_keyed_message_round_trip_with_idempotent_producer(kafka_bootstrap: str, topic_prefix: str) -> None:
     topics = await create_test_topics(kafka_bootstrap, topic_prefix)
@@ -131,13 +137,18 @@ def _local_kafka_or_skip() -> None:
 
 
 @pytest.mark.integration
-def test_local_kafka_restarts_on_its_data_dir_and_leaves_no_jvm(tmp_path: Path) -> None:
+def test_local_kafka_pauses_restarts_on_its_data_dir_and_leaves_no_jvm(tmp_path: Path) -> None:
     _local_kafka_or_skip()
     data_dir = tmp_path / "kafka"
     broker = LocalKafka(data_dir, port=free_port())
     with broker:
         first_pid = broker.pid
         assert _pids_with(str(data_dir))
+        broker.pause()
+        time.sleep(0.3)  # SIGSTOP reaches every JVM thread asynchronously
+        assert _process_state(first_pid) == "T"
+        broker.resume()
+        broker.wait_ready(timeout=30)
     assert not broker.is_running
     assert not _pids_with(str(data_dir)), "a JVM survived LocalKafka.stop()"
 
