@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from prometheus_client import Counter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.envelope import correlation_for, follow_up, make_envelope
 from contracts.events import DuplicateLinked, IncidentReported, Location
@@ -17,6 +18,7 @@ from contracts.reference import ReferenceData
 from contracts.vocabulary import Category, HandoffRole, HandoffState
 from services.intake import repository as repo
 from services.intake.domain import (
+    DuplicateMatch,
     DuplicatePolicy,
     HandoffView,
     ReportSketch,
@@ -248,7 +250,9 @@ class ReportDesk:
             await uow.emit(*envelopes)
         return Submission(incident_id, replayed=False, duplicate_of=match.original_incident_id if match else None)
 
-    async def _find_duplicate(self, conn: Any, incident_id: str, report: ReportIncident, now: datetime) -> Any:
+    async def _find_duplicate(
+        self, conn: AsyncConnection, incident_id: str, report: ReportIncident, now: datetime
+    ) -> DuplicateMatch | None:
         location = report.location
         has_point = location.latitude is not None and location.longitude is not None
         box = bounding_box(location.latitude, location.longitude, self._policy.radius_m) if has_point else None  # type: ignore[arg-type]
