@@ -43,6 +43,7 @@ class SlaTimer:
 
     app: Any
     clock: FakeClock
+    http: httpx.AsyncClient
 
     @property
     def runtime(self) -> Any:
@@ -82,8 +83,6 @@ class SlaTimer:
         response = await self.http.get(f"/api/v1/deadlines/{deadline_id(handoff_id, kind)}")
         return response.json() if response.status_code == 200 else None
 
-    http: httpx.AsyncClient = None  # type: ignore[assignment]
-
 
 def settings_for(database: Path, **overrides: Any) -> SlaTimerSettings:
     """Settings of an app on a SQLite file, with the scheduler loop off unless asked for."""
@@ -105,9 +104,7 @@ async def running(settings: SlaTimerSettings, clock: FakeClock) -> AsyncIterator
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sla") as http:
-                timer = SlaTimer(app, clock)
-                timer.http = http
-                yield timer
+                yield SlaTimer(app, clock, http)
 
 
 def new_ids() -> tuple[str, str]:
