@@ -63,7 +63,8 @@ class DeadlineScheduler:
         while True:
             claimed, sent = await self._fire_batch(now)
             emitted += sent
-            if claimed < self._settings.fire_batch_size:
+            # A full batch that emitted nothing made no progress; the next round looks again.
+            if claimed < self._settings.fire_batch_size or sent == 0:
                 return emitted
 
     async def _fire_batch(self, now: datetime) -> tuple[int, int]:
