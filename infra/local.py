@@ -186,9 +186,17 @@ def ensure_kafka_jars(version: str = DEFAULT_KAFKA_VERSION) -> Path:
         _say(f"fetching Apache Kafka {version} jars from Maven Central into {libs} "
              f"(first time only; log: {log_path})")
         started = time.monotonic()
-        with open(log_path, "wb") as log:
-            result = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+        for attempt in (1, 2):
+            with open(log_path, "wb") as log:
+                result = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+            if result.returncode == 0:
+                break
+            if attempt == 1:
+                # Most failures on a fresh machine are a flaky download; Maven
+                # resumes from what it already has in ~/.m2.
+                _say(f"Maven failed (exit {result.returncode}); retrying once")
+                time.sleep(5)
         if result.returncode != 0 or not (staging / f"kafka_2.13-{version}.jar").is_file():
             raise RuntimeError(
                 f"Maven could not fetch Kafka {version} (exit {result.returncode}); "
