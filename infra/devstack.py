@@ -39,9 +39,17 @@ KAFKA_DATA_DIR = RUN_DIR / "kafka"
 DATA_DIR = RUN_DIR / "data"
 LOG_DIR = RUN_DIR / "logs"
 
+# Grid G0001 of the demo city, reported by its grid worker W0001.
 EXAMPLE_INCIDENT = (
-    '{"reported_by": "referee-17", "location": "Stade Municipal, pitch 2", '
-    '"description": "Whistle stolen at half-time, scuffle near the bench"}'
+    '{"grid_id": "G0001", "reporter_id": "W0001", "description": "楼下有人打架，有人流血", '
+    '"location": {"latitude": 28.10795, "longitude": 112.932143, "address": "幸福路8号"}}'
+)
+DEMO_ACTORS = (
+    ("grid worker of G0001 (reporter, verifies)", "W0001"),
+    ("community officer of G0001, unit U-POL-P0001", "P0001"),
+    ("health department D01, unit U-HEALTH-D01", "health-D01-1"),
+    ("station duty desk, unit U-DESK-S0101", "desk-S0101-1"),
+    ("district command centre, unit U-CMD-D01", "cmd-D01-1"),
 )
 
 
@@ -107,6 +115,10 @@ def banner(bootstrap: str, broker: LocalKafka | None, services: list[ServiceProc
             f"  curl -X POST {intake.url}/api/v1/incidents \\",
             "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\",
             f"    -d '{EXAMPLE_INCIDENT}'",
+            f"  curl {intake.url}/api/v1/incidents/<incident_id>    # dispatched within a second or two",
+            "",
+            "Demo actors (actor_id in request bodies; see README for every endpoint):",
+            *(f"  {actor:<14} {who}" for who, actor in DEMO_ACTORS),
         ]
     lines += ["", f"Databases: {_rel(DATA_DIR)}/<service>.db    Ctrl-C stops everything.", rule]
     return "\n".join(lines)

@@ -66,6 +66,9 @@ class ServiceRuntime:
             acks="all",
             enable_idempotence=True,
             linger_ms=1,
+            # Topics come from the catalogue (infra/topics.yaml) with their partition counts and
+            # retention; a client auto-creating one would get a single-partition default.
+            allow_auto_create_topics=False,
             graceful_timeout=10.0,
             middlewares=middlewares,
             # FastStream's own logger prints coloured text; route it through our JSON handler, and
