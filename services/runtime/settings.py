@@ -32,3 +32,6 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     metrics_enabled: bool = True
+    # A consumer group with lag that finished no record for this long makes readiness fail.
+    consumer_stall_seconds: float = Field(default=120.0, gt=0)
+    health_sample_seconds: float = Field(default=5.0, gt=0)
