@@ -78,9 +78,27 @@ class EventConsumer:
         self._metrics = metrics
         self._max_attempts = max_attempts
         self._infra_backoff = infra_backoff_seconds
+        # Read by the health monitor: monotonic time the last record finished, whatever its outcome.
+        self.last_processed_at: float | None = None
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The event types this consumer handles (others on its topic are ignored)."""
+        return tuple(sorted(self._handlers))
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """The dead-letter twin this consumer writes poison records to."""
+        return self._dlq
 
     async def process(self, record: Record) -> str:
         """Process one record; return the outcome. Raises only on infrastructure failure."""
+        outcome = await self._process(record)
+        self.last_processed_at = time.monotonic()
+        self._metrics.consumer_last_processed.labels(self.name).set_to_current_time()
+        return outcome
+
+    async def _process(self, record: Record) -> str:
         clear_event_context()
         try:
             envelope = CATALOGUE.decode(record.value)
