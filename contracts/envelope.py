@@ -125,6 +125,10 @@ class Catalogue:
 
         return decorate
 
+    def has_upcaster(self, event_type: str, from_version: int) -> bool:
+        """True when data of `from_version` can be lifted to `from_version + 1`."""
+        return (event_type, from_version) in self._upcasters
+
     def models(self) -> list[type[Event]]:
         """Every registered model, sorted by type then version."""
         return [self._models[k] for k in sorted(self._models)]
