@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -23,8 +23,9 @@ from contracts.topics import TopicSpec
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.consumer import EventConsumer, Handler, record_from_kafka
 from services.runtime.db import add_runtime_tables, create_engine, create_schema, ping
+from services.runtime.health import ConsumerHealthMonitor, measure_event_loop_lag
 from services.runtime.http import LimitRequestBody
-from services.runtime.logs import configure_logging, get_logger
+from services.runtime.logs import bind_event_context, clear_event_context, configure_logging, get_logger
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.outbox import OutboxRelay, UnitOfWork
 from services.runtime.settings import ServiceSettings
@@ -87,6 +88,11 @@ class ServiceRuntime:
             lock_name=f"gridwhistle-outbox-{name}",
         )
         self.consumers: list[EventConsumer] = []
+        self.health = ConsumerHealthMonitor(
+            self.metrics,
+            stall_seconds=settings.consumer_stall_seconds,
+            interval_seconds=settings.health_sample_seconds,
+        )
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
@@ -121,7 +127,7 @@ class ServiceRuntime:
 
         # NACK_ON_ERROR: the offset is committed after the handler returns; an exception (only
         # infrastructure failures escape EventConsumer) seeks back so the record is redelivered.
-        @self.broker.subscriber(
+        subscriber = self.broker.subscriber(
             self.topic(spec),
             group_id=group_id,
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -129,10 +135,13 @@ class ServiceRuntime:
             max_poll_records=200,
             title=f"{self.name}:{spec.name}",
         )
+
+        @subscriber
         async def on_record(msg: KafkaMessage) -> None:
             await consumer.process(record_from_kafka(msg.raw_message))
 
         self.consumers.append(consumer)
+        self.health.watch(consumer, lambda: getattr(subscriber, "consumer", None))
         return consumer
 
     def add_background(self, name: str, task: BackgroundTask) -> None:
@@ -150,6 +159,8 @@ class ServiceRuntime:
         await create_schema(self.engine, self.metadata)
         await self.broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
+        self._tasks.append(asyncio.create_task(_supervised("consumer-health", self.health.run), name=f"{self.name}-consumer-health"))
+        self._tasks.append(asyncio.create_task(measure_event_loop_lag(self.metrics), name=f"{self.name}-event-loop-lag"))
         for name, task in self._background:
             self._tasks.append(asyncio.create_task(_supervised(name, task), name=f"{self.name}-{name}"))
         self.started = True
@@ -180,6 +191,8 @@ class ServiceRuntime:
         except Exception as exc:  # noqa: BLE001
             checks["broker"] = f"unreachable: {type(exc).__name__}"
         checks["outbox_relay"] = "ok" if self.relay.healthy else "failing"
+        stuck = self.health.stuck()
+        checks["consumers"] = "ok" if not stuck else "; ".join(f"stuck {g}: {why}" for g, why in sorted(stuck.items()))
         checks["ready"] = self.started and all(v == "ok" for k, v in checks.items() if k != "ready")
         return checks
 
@@ -194,7 +207,7 @@ class ServiceRuntime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=title, lifespan=lifespan, version="1.0")
+        app = FastAPI(title=title, lifespan=lifespan, version="1.0", dependencies=[Depends(bind_request_ids)])
         app.state.runtime = self
 
         @app.get("/live", tags=["ops"], summary="Liveness: the process answers")
@@ -215,6 +228,15 @@ class ServiceRuntime:
             app.include_router(router)
         app.add_middleware(LimitRequestBody, max_bytes=self.settings.max_request_bytes)
         return app
+
+
+_PATH_IDS = ("incident_id", "handoff_id", "deadline_id")
+
+
+async def bind_request_ids(request: Request) -> None:
+    """Put the ids a request path names (incident, handoff, deadline) on every log line it writes."""
+    clear_event_context()
+    bind_event_context(**{k: v for k, v in request.path_params.items() if k in _PATH_IDS})
 
 
 async def _supervised(name: str, task: BackgroundTask) -> None:

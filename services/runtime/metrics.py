@@ -57,3 +57,28 @@ class RuntimeMetrics:
             "Relay rounds that failed to publish (broker unreachable, timeout).",
             registry=self.registry,
         )
+        # Partition labels are bounded by the topic catalogue's partition counts.
+        self.consumer_lag = Gauge(
+            f"{p}_consumer_lag_records",
+            "Records between the partition's high watermark and this consumer's position, by group, topic, partition.",
+            ["group", "topic", "partition"],
+            registry=self.registry,
+        )
+        self.consumer_last_processed = Gauge(
+            f"{p}_consumer_last_processed_timestamp_seconds",
+            "Unix time of the last record a consumer group finished (any outcome).",
+            ["group"],
+            registry=self.registry,
+        )
+        self.consumer_stuck = Gauge(
+            f"{p}_consumer_stuck",
+            "1 while a consumer group has lag but processed nothing for the configured stall window.",
+            ["group"],
+            registry=self.registry,
+        )
+        self.event_loop_lag = Histogram(
+            f"{p}_event_loop_lag_seconds",
+            "How late the event loop woke a periodic probe (sleep overshoot): time the loop was blocked.",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
