@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
+from prometheus_client import Counter
 
 from contracts.commands import ReclassifyIncident
 from contracts.envelope import Envelope, correlation_for, follow_up, make_envelope
@@ -18,6 +19,13 @@ SOURCE = "classification"
 
 def event_handlers(runtime: ServiceRuntime, settings: ClassificationSettings) -> dict:
     """Handlers for the intake topic, keyed by event type."""
+
+    classified = Counter(
+        "gridwhistle_classification_incidents_classified_total",
+        "Incidents classified by the rules, by category and urgency.",
+        ["category", "urgency"],
+        registry=runtime.metrics.registry,
+    )
 
     async def on_incident_reported(uow: UnitOfWork, envelope: Envelope) -> None:
         report: IncidentReported = envelope.data  # type: ignore[assignment]
@@ -38,6 +46,7 @@ def event_handlers(runtime: ServiceRuntime, settings: ClassificationSettings) ->
         )
         if not stored:
             return  # the same incident re-reported under a new event id: one decision only
+        uow.after_commit(classified.labels(decision.category.value, decision.urgency.value).inc)
         await uow.emit(
             follow_up(
                 envelope,

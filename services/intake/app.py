@@ -6,9 +6,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import Histogram
 
+from contracts.events import HandoffDispatched
 from contracts.reference import load_reference_data
-from services.intake.handlers import api_router, projection_handlers
+from services.intake.handlers import api_router, observing_report_to_dispatch, projection_handlers
 from services.intake.open311 import PREFIX as OPEN311_PREFIX
 from services.intake.open311 import open311_error, open311_router
 from services.intake.reporting import IncidentReader, ReportDesk
@@ -22,7 +24,16 @@ def create_app(settings: IntakeSettings, clock: Clock | None = None) -> FastAPI:
     """Build the intake app; nothing connects until its lifespan starts."""
     reference = load_reference_data(settings.reference_data)
     runtime = ServiceRuntime("intake", settings, metadata, clock)
+    report_to_dispatch = Histogram(
+        "gridwhistle_intake_report_to_dispatch_seconds",
+        "Report received to the first lead unit dispatched, per incident (SLO: within 5 s).",
+        buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+        registry=runtime.metrics.registry,
+    )
     for spec, purpose, handlers in projection_handlers():
+        if HandoffDispatched.event_type in handlers:
+            project = handlers[HandoffDispatched.event_type]
+            handlers = {**handlers, HandoffDispatched.event_type: observing_report_to_dispatch(project, report_to_dispatch)}
         runtime.subscribe(spec, handlers, purpose=purpose)
     desk = ReportDesk(runtime, settings, reference)
     reader = IncidentReader(runtime, reference)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Histogram
 
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -34,7 +35,7 @@ from contracts.events import (
     VerificationRejected,
 )
 from contracts.topics import CLASSIFICATION_DECISIONS, CLOSURE_OUTCOMES, ROUTING_HANDOFFS, SLA_DEADLINES, TopicSpec
-from contracts.vocabulary import DeadlineKind, HandoffState
+from contracts.vocabulary import DeadlineKind, HandoffRole, HandoffState
 from services.intake import repository as repo
 from services.intake.domain import (
     CLOSURE_STATUS_BY_EVENT,
@@ -104,6 +105,28 @@ async def on_handoff_dispatched(uow: UnitOfWork, envelope: Envelope) -> None:
         escalation_level=event.escalation_level,
     )
     await _append_timeline(uow, envelope)
+
+
+def observing_report_to_dispatch(project_dispatch: Handler, histogram: Histogram) -> Handler:
+    """Wrap the dispatch projection so the whistle's first lead dispatch observes report -> dispatch time."""
+
+    async def handle(uow: UnitOfWork, envelope: Envelope) -> None:
+        await project_dispatch(uow, envelope)
+        event: HandoffDispatched = envelope.data  # type: ignore[assignment]
+        first_dispatch = (
+            event.role is HandoffRole.LEAD
+            and event.escalation_level == 0
+            and event.bounce_count == 0
+            and event.replaces_handoff_id is None
+        )
+        if not first_dispatch:
+            return
+        incident = await repo.get_incident(uow.conn, event.incident_id)
+        if incident is not None:
+            seconds = max((event.dispatched_at - incident.reported_at).total_seconds(), 0.0)
+            uow.after_commit(lambda: histogram.observe(seconds))
+
+    return handle
 
 
 async def on_handoff_acknowledged(uow: UnitOfWork, envelope: Envelope) -> None:

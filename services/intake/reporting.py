@@ -29,8 +29,10 @@ from services.intake.domain import (
 )
 from services.intake.settings import IntakeSettings
 from services.runtime.host import ServiceRuntime
+from services.runtime.logs import bind_event_context, get_logger
 
 SOURCE = "intake"
+log = get_logger(__name__)
 
 MediaRef = Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
@@ -158,6 +160,8 @@ class ReportDesk:
                 raise
             return _replay(stored, body_hash)
         if not submission.replayed:
+            bind_event_context(incident_id=submission.incident_id)
+            log.info("incident reported", grid_id=report.grid_id, channel=channel, duplicate_of=submission.duplicate_of)
             self.reported.labels(report.category_hint.value if report.category_hint else "none", channel).inc()
             if submission.duplicate_of:
                 self.duplicates.inc()

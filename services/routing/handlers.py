@@ -287,6 +287,8 @@ class Routing:
         if error is not None:
             raise error
         self.metrics.count(uow.emitted)
+        if handoff.acknowledged_at is None and outcome.handoff.acknowledged_at is not None:
+            self.metrics.observe_report(outcome.handoff)
         return outcome
 
     async def _after_report(self, uow: UnitOfWork, handoff: Handoff) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from contracts.envelope import Envelope
 from contracts.events import HandoffDeclined, HandoffDispatched, IncidentEscalated
+from services.routing.domain import Handoff
+
+# 30 s to 4 h: the report limits are 15 minutes (urgent) and 2 hours (general).
+TIME_TO_REPORT_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 
 
 class RoutingMetrics:
@@ -26,6 +30,19 @@ class RoutingMetrics:
         self.escalated = Counter(
             "gridwhistle_routing_escalations_total", "Escalations, by ladder level.", ["level"], registry=registry
         )
+        self.time_to_report = Histogram(
+            "gridwhistle_routing_time_to_report_seconds",
+            "Dispatch to report for duty (报到) of each handoff, by department and urgency.",
+            ["department", "urgency"],
+            buckets=TIME_TO_REPORT_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_report(self, handoff: Handoff) -> None:
+        """Record how long a unit took to report for duty after it was summoned."""
+        if handoff.acknowledged_at is not None:
+            seconds = (handoff.acknowledged_at - handoff.dispatched_at).total_seconds()
+            self.time_to_report.labels(handoff.department, handoff.urgency.value).observe(max(seconds, 0.0))
 
     def count(self, envelopes: Iterable[Envelope]) -> None:
         """Count the facts of one committed transaction."""
