@@ -20,8 +20,12 @@ from contracts.vocabulary import DeadlineKind
 
 DEADLINE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "gridwhistle:sla_timer:deadline")
 
-# The clock armed when the awaited fact of a clock arrives; kinds not listed end the chain here.
-NEXT_CLOCK: dict[DeadlineKind, DeadlineKind] = {DeadlineKind.REPORT: DeadlineKind.RESOLUTION}
+# The clocks armed when the awaited fact of a clock arrives: the acknowledgement (报到) starts the
+# on-scene and the resolution clocks together. Kinds not listed end the handoff's chain here; the
+# incident's VERIFICATION clock is armed by closure's IncidentResolved, not by a handoff.
+NEXT_CLOCKS: dict[DeadlineKind, tuple[DeadlineKind, ...]] = {
+    DeadlineKind.REPORT: (DeadlineKind.ON_SCENE, DeadlineKind.RESOLUTION),
+}
 
 
 class DeadlineState(StrEnum):
@@ -36,10 +40,38 @@ class DeadlineState(StrEnum):
 OPEN_STATES = (DeadlineState.ARMED, DeadlineState.PAUSED)
 
 
-def deadline_id(handoff_id: str, kind: DeadlineKind, generation: int = 0) -> str:
-    """The deadline's id, the same on every redelivery of the event that arms it."""
-    # generation leaves room to arm the same kind twice on one handoff; nothing does that yet.
-    return str(uuid.uuid5(DEADLINE_NAMESPACE, f"{handoff_id}:{kind.value}:{generation}"))
+def deadline_id(owner_id: str, kind: DeadlineKind, generation: int = 0) -> str:
+    """The deadline's id, the same on every redelivery of the event that arms it.
+
+    `owner_id` is the handoff id for handoff clocks and the incident id for VERIFICATION;
+    `generation` is the incident's reopen count for VERIFICATION (a reopen starts a new chain).
+    """
+    return str(uuid.uuid5(DEADLINE_NAMESPACE, f"{owner_id}:{kind.value}:{generation}"))
+
+
+def verification_deadline_id(incident_id: str, generation: int) -> str:
+    """The id of an incident's verification clock in one chain generation (0, then one per reopen)."""
+    return deadline_id(incident_id, DeadlineKind.VERIFICATION, generation)
+
+
+class Settlement(StrEnum):
+    """What the awaited fact of a clock (ack, arrival, verification) does to its deadline row."""
+
+    CANCEL = "cancel"  # armed and not yet due at the fact's own timestamp, or paused
+    BREACH_THEN_LATE = "breach_then_late"  # still armed but due by the fact's timestamp: fire, then record late
+    LATE = "late"  # already fired: record the fact as late
+    NOTHING = "nothing"  # cancelled before (declined, released, closed) or already settled
+
+
+def settle(state: str, due_at: datetime, fact_at: datetime) -> Settlement:
+    """Decide what an awaited fact stamped `fact_at` does to a deadline in `state`."""
+    if state == DeadlineState.ARMED:
+        return Settlement.BREACH_THEN_LATE if is_due(due_at, fact_at) else Settlement.CANCEL
+    if state == DeadlineState.PAUSED:
+        return Settlement.CANCEL
+    if state == DeadlineState.FIRED:
+        return Settlement.LATE
+    return Settlement.NOTHING
 
 
 def signal_event_id(deadline: str, signal: str) -> uuid.UUID:

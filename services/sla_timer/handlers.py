@@ -18,6 +18,10 @@ from contracts.events import (
     HandoffReleased,
     HandoffResolved,
     IncidentClosed,
+    IncidentReopened,
+    IncidentResolved,
+    IncidentVerified,
+    ResponderOnScene,
 )
 from contracts.reference import ReferenceData
 from contracts.vocabulary import Category, DeadlineKind, Urgency
@@ -26,9 +30,10 @@ from services.runtime.outbox import UnitOfWork
 from services.sla_timer import facts
 from services.sla_timer import repository as repo
 from services.sla_timer.domain import (
-    NEXT_CLOCK,
+    NEXT_CLOCKS,
     DeadlineState,
     PauseRefused,
+    Settlement,
     check_pause,
     deadline_id,
     is_due,
@@ -36,11 +41,11 @@ from services.sla_timer.domain import (
     next_warning,
     remaining_seconds_at,
     resumed_due_at,
+    settle,
+    verification_deadline_id,
 )
 from services.sla_timer.metrics import SlaTimerMetrics
 from services.sla_timer.scheduler import DeadlineScheduler
-
-_OPEN = (DeadlineState.ARMED.value, DeadlineState.PAUSED.value)
 
 
 class DeadlineKeeper:
@@ -64,7 +69,7 @@ class DeadlineKeeper:
         cause: Envelope,
         *,
         incident_id: str,
-        handoff_id: str,
+        handoff_id: str | None,
         unit_id: str | None,
         kind: DeadlineKind,
         urgency: Urgency,
@@ -72,6 +77,7 @@ class DeadlineKeeper:
         armed_at: datetime,
         due_at: datetime,
         policy_version: str,
+        generation: int = 0,
     ) -> bool:
         """Store an armed deadline and stage DeadlineArmed; False if it already existed."""
         window = max((due_at - armed_at).total_seconds(), 0.0)
@@ -79,7 +85,7 @@ class DeadlineKeeper:
         warning_at = upcoming[1] if upcoming else None
         fire_at = next_fire_at(due_at, warning_at)
         row = {
-            "id": deadline_id(handoff_id, kind),
+            "id": deadline_id(handoff_id or incident_id, kind, generation),
             "incident_id": incident_id,
             "handoff_id": handoff_id,
             "unit_id": unit_id,
@@ -103,26 +109,53 @@ class DeadlineKeeper:
         uow.after_commit(lambda: self._metrics.armed.labels(urgency.value, kind.value).inc())
         return True
 
-    async def arm_next_clock(self, uow: UnitOfWork, cause: Envelope, settled: Any, started_at: datetime) -> None:
-        """Arm the clock that follows `settled` in the chain, running from `started_at`."""
-        kind = NEXT_CLOCK.get(DeadlineKind(settled.kind))
-        if kind is None:
+    async def arm_next_clocks(self, uow: UnitOfWork, cause: Envelope, settled: Any, started_at: datetime) -> None:
+        """Arm the clocks that follow `settled` in the chain, running from `started_at`."""
+        kinds = NEXT_CLOCKS.get(DeadlineKind(settled.kind), ())
+        if not kinds:
             return
         urgency = Urgency(settled.urgency)
         category = Category(settled.category) if settled.category else None
-        await self.arm(
-            uow,
-            cause,
-            incident_id=settled.incident_id,
-            handoff_id=settled.handoff_id,
-            unit_id=settled.unit_id,
-            kind=kind,
-            urgency=urgency,
-            category=category,
-            armed_at=started_at,
-            due_at=started_at + self._policy.duration(kind, urgency, category),
-            policy_version=self._policy.version,
-        )
+        early = await repo.get_early_fact(uow.conn, settled.handoff_id)
+        for kind in kinds:
+            if kind is DeadlineKind.ON_SCENE and early is not None and early.on_scene_at is not None:
+                continue  # the arrival was consumed before the ack: that clock has nothing to wait for
+            await self.arm(
+                uow,
+                cause,
+                incident_id=settled.incident_id,
+                handoff_id=settled.handoff_id,
+                unit_id=settled.unit_id,
+                kind=kind,
+                urgency=urgency,
+                category=category,
+                armed_at=started_at,
+                due_at=started_at + self._policy.duration(kind, urgency, category),
+                policy_version=self._policy.version,
+            )
+
+    async def settle_awaited(self, uow: UnitOfWork, cause: Envelope, row: Any, fact_at: datetime, reason: str) -> bool:
+        """Apply the awaited fact of a clock, stamped `fact_at`: cancel it, or record it late.
+
+        Returns True when this fact settled the clock (the chain goes on), False when it had
+        been settled before (a repeat, or the clock was cancelled by something else).
+        """
+        decision = settle(row.state, row.due_at, fact_at)
+        if decision is Settlement.BREACH_THEN_LATE:
+            # Late by its own timestamp but not fired yet (the scheduler is behind): the breach
+            # is real and is fired here, exactly once, by the same conditional update.
+            await self.breach_now(uow, cause, row)
+            row = await repo.get_deadline(uow.conn, row.id)
+            decision = settle(row.state, row.due_at, fact_at)
+        if decision is Settlement.CANCEL:
+            return await self.cancel(uow, cause, row, reason)
+        if decision is Settlement.LATE:
+            if not await repo.record_late_ack(uow.conn, row.id, fact_at):
+                return False  # a redelivered or repeated fact
+            if row.kind == DeadlineKind.REPORT.value:
+                uow.after_commit(lambda: self._metrics.late_acks.labels(row.urgency).inc())
+            return True
+        return False
 
     async def cancel(self, uow: UnitOfWork, cause: Envelope, row: Any, reason: str) -> bool:
         """Cancel one open deadline and stage DeadlineCancelled; False if it had already fired or ended."""
@@ -195,7 +228,7 @@ class DeadlineKeeper:
             return
         if acked_at is not None and early.ended_by is None:
             stored = await repo.get_deadline(uow.conn, report_id)
-            await self.arm_next_clock(uow, envelope, stored, acked_at)
+            await self.arm_next_clocks(uow, envelope, stored, acked_at)
 
     async def on_acknowledged(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """Settle the report clock (cancel, or record a late ack) and arm the next clock of the chain."""
@@ -210,21 +243,25 @@ class DeadlineKeeper:
                 acknowledged_at=ack.acknowledged_at,
             )
             return
-        if row.state == DeadlineState.ARMED.value and is_due(row.due_at, ack.acknowledged_at):
-            # Late by its own timestamp but not fired yet (the scheduler is behind): the breach
-            # is real and is fired here, exactly once, by the same conditional update.
-            await self.breach_now(uow, envelope, row)
-            row = await repo.get_deadline(uow.conn, row.id)
-        if row.state in _OPEN:
-            if not await self.cancel(uow, envelope, row, "acknowledged"):
-                return
-        elif row.state == DeadlineState.FIRED.value:
-            if not await repo.record_late_ack(uow.conn, row.id, ack.acknowledged_at):
-                return  # a redelivered or repeated acknowledgement
-            uow.after_commit(lambda: self._metrics.late_acks.labels(row.urgency).inc())
-        else:
-            return  # cancelled before the ack (declined, reassigned, closed): nothing to chain
-        await self.arm_next_clock(uow, envelope, row, ack.acknowledged_at)
+        if await self.settle_awaited(uow, envelope, row, ack.acknowledged_at, "acknowledged"):
+            await self.arm_next_clocks(uow, envelope, row, ack.acknowledged_at)
+
+    async def on_scene(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Settle the on-scene clock of a responder who arrived (cancel, or record the arrival late)."""
+        arrival: ResponderOnScene = envelope.data  # type: ignore[assignment]
+        row = await repo.lock_deadline(uow.conn, deadline_id(arrival.handoff_id, DeadlineKind.ON_SCENE))
+        if row is not None:
+            await self.settle_awaited(uow, envelope, row, arrival.arrived_at, "on_scene")
+            return
+        if await repo.get_deadline(uow.conn, deadline_id(arrival.handoff_id, DeadlineKind.REPORT)) is None:
+            # Arrived before the dispatch was consumed: the ack that follows must not arm ON_SCENE.
+            await repo.record_early_fact(
+                uow.conn,
+                handoff_id=arrival.handoff_id,
+                incident_id=arrival.incident_id,
+                at=self._runtime.clock.now(),
+                on_scene_at=arrival.arrived_at,
+            )
 
     async def on_handoff_ended(self, uow: UnitOfWork, envelope: Envelope, handoff_id: str, reason: str) -> None:
         """Cancel every open deadline of a handoff that was declined, reassigned, resolved or released."""
@@ -247,6 +284,50 @@ class DeadlineKeeper:
         for row in await repo.open_deadlines(uow.conn, incident_id=closed.incident_id):
             await self.cancel(uow, envelope, row, "incident_closed")
 
+    async def on_incident_resolved(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Arm the incident's verification (核查) clock of its current chain generation."""
+        resolved: IncidentResolved = envelope.data  # type: ignore[assignment]
+        if await repo.is_closed(uow.conn, resolved.incident_id):
+            return
+        # IncidentResolved carries no urgency: the incident's latest handoff clock knows it
+        # (after a reclassification routing re-dispatched, so the latest clock is the current one).
+        latest = await repo.latest_handoff_clock(uow.conn, resolved.incident_id)
+        urgency = Urgency(latest.urgency) if latest else Urgency.GENERAL
+        category = Category(latest.category) if latest and latest.category else None
+        kind = DeadlineKind.VERIFICATION
+        await self.arm(
+            uow,
+            envelope,
+            incident_id=resolved.incident_id,
+            handoff_id=None,
+            unit_id=None,
+            kind=kind,
+            urgency=urgency,
+            category=category,
+            armed_at=resolved.resolved_at,
+            due_at=resolved.resolved_at + self._policy.duration(kind, urgency, category),
+            policy_version=self._policy.version,
+            generation=await repo.chain_generation(uow.conn, resolved.incident_id),
+        )
+
+    async def on_incident_verified(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Settle the verification clock of the current generation (cancel, or record it late)."""
+        verified: IncidentVerified = envelope.data  # type: ignore[assignment]
+        generation = await repo.chain_generation(uow.conn, verified.incident_id)
+        row = await repo.lock_deadline(uow.conn, verification_deadline_id(verified.incident_id, generation))
+        if row is not None:
+            await self.settle_awaited(uow, envelope, row, verified.verified_at, "verified")
+
+    async def on_incident_reopened(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """Start a new chain generation: the open verification clock ends, the next resolution re-arms it."""
+        reopened: IncidentReopened = envelope.data  # type: ignore[assignment]
+        if not await repo.advance_generation(uow.conn, reopened.incident_id, reopened.reopen_count):
+            return
+        for row in await repo.open_deadlines(
+            uow.conn, incident_id=reopened.incident_id, kind=DeadlineKind.VERIFICATION.value
+        ):
+            await self.cancel(uow, envelope, row, "reopened")
+
     def routing_handlers(self) -> dict:
         """Handlers for the routing handoffs topic, keyed by event type."""
 
@@ -259,6 +340,7 @@ class DeadlineKeeper:
         return {
             HandoffDispatched.event_type: self.on_dispatched,
             HandoffAcknowledged.event_type: self.on_acknowledged,
+            ResponderOnScene.event_type: self.on_scene,
             HandoffDeclined.event_type: ended("declined"),
             HandoffReassigned.event_type: ended("reassigned"),
             HandoffResolved.event_type: ended("resolved"),
@@ -267,7 +349,12 @@ class DeadlineKeeper:
 
     def closure_handlers(self) -> dict:
         """Handlers for the closure outcomes topic, keyed by event type."""
-        return {IncidentClosed.event_type: self.on_incident_closed}
+        return {
+            IncidentResolved.event_type: self.on_incident_resolved,
+            IncidentVerified.event_type: self.on_incident_verified,
+            IncidentReopened.event_type: self.on_incident_reopened,
+            IncidentClosed.event_type: self.on_incident_closed,
+        }
 
 
 # --- HTTP ---------------------------------------------------------------------------------

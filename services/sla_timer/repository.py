@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, Index, MetaData, String, Table, func, select, update
+from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.runtime.db import UTCDateTime, insert_ignoring_conflicts
@@ -24,12 +24,14 @@ deadlines = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("incident_id", String(64), nullable=False),
-    Column("handoff_id", String(64), nullable=False),
+    # NULL for the incident's VERIFICATION clock, which belongs to no handoff.
+    Column("handoff_id", String(64), nullable=True),
     Column("unit_id", String(64), nullable=True),
     Column("kind", String(16), nullable=False),
     Column("urgency", String(16), nullable=False),
     Column("category", String(40), nullable=True),
-    # Start of the clock (dispatch for REPORT, acknowledgement for RESOLUTION), not the row's insert.
+    # Start of the clock (dispatch for REPORT, acknowledgement for ON_SCENE and RESOLUTION, the
+    # incident's resolution for VERIFICATION), not the row's insert.
     Column("armed_at", UTCDateTime, nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     # Length of the clock in running time; pauses move due_at, never this.
@@ -45,6 +47,7 @@ deadlines = Table(
     Column("fired_at", UTCDateTime, nullable=True),
     Column("cancelled_at", UTCDateTime, nullable=True),
     Column("cancel_reason", String(64), nullable=True),
+    # When the awaited fact (ack, arrival, verification) came after the deadline had fired.
     Column("late_ack_at", UTCDateTime, nullable=True),
     Column("policy_version", String(64), nullable=False),
 )
@@ -65,6 +68,7 @@ early_handoff_facts = Table(
     Column("handoff_id", String(64), primary_key=True),
     Column("incident_id", String(64), nullable=False),
     Column("acknowledged_at", UTCDateTime, nullable=True),
+    Column("on_scene_at", UTCDateTime, nullable=True),
     Column("ended_by", String(32), nullable=True),
     Column("recorded_at", UTCDateTime, nullable=False),
 )
@@ -75,6 +79,14 @@ closed_incidents = Table(
     metadata,
     Column("incident_id", String(64), primary_key=True),
     Column("closed_at", UTCDateTime, nullable=False),
+)
+
+# The chain generation of each incident that was reopened: its next VERIFICATION clock's generation.
+incident_generations = Table(
+    "incident_generations",
+    metadata,
+    Column("incident_id", String(64), primary_key=True),
+    Column("generation", Integer, nullable=False),
 )
 
 _ARMED = DeadlineState.ARMED.value
@@ -111,9 +123,13 @@ async def deadlines_of_incident(conn: AsyncConnection, incident_id: str, limit: 
     return (await conn.execute(stmt)).all()
 
 
-async def open_deadlines(conn: AsyncConnection, *, handoff_id: str | None = None, incident_id: str | None = None) -> Sequence[Any]:
-    """Armed or paused deadlines of one handoff or of one incident."""
+async def open_deadlines(
+    conn: AsyncConnection, *, handoff_id: str | None = None, incident_id: str | None = None, kind: str | None = None
+) -> Sequence[Any]:
+    """Armed or paused deadlines of one handoff or of one incident, optionally of one kind."""
     stmt = select(deadlines).where(deadlines.c.state.in_(_OPEN))
+    if kind is not None:
+        stmt = stmt.where(deadlines.c.kind == kind)
     if handoff_id is not None:
         stmt = stmt.where(deadlines.c.handoff_id == handoff_id)
     if incident_id is not None:
@@ -259,7 +275,14 @@ async def get_early_fact(conn: AsyncConnection, handoff_id: str) -> Any | None:
 
 
 async def record_early_fact(
-    conn: AsyncConnection, *, handoff_id: str, incident_id: str, at: datetime, acknowledged_at: datetime | None = None, ended_by: str | None = None
+    conn: AsyncConnection,
+    *,
+    handoff_id: str,
+    incident_id: str,
+    at: datetime,
+    acknowledged_at: datetime | None = None,
+    on_scene_at: datetime | None = None,
+    ended_by: str | None = None,
 ) -> None:
     """Remember a fact about a handoff whose dispatch has not been consumed yet."""
     await conn.execute(
@@ -270,6 +293,8 @@ async def record_early_fact(
     values: dict[str, Any] = {}
     if acknowledged_at is not None:
         values["acknowledged_at"] = acknowledged_at
+    if on_scene_at is not None:
+        values["on_scene_at"] = on_scene_at
     if ended_by is not None:
         values["ended_by"] = ended_by
     if values:
@@ -287,3 +312,31 @@ async def is_closed(conn: AsyncConnection, incident_id: str) -> bool:
     """True once IncidentClosed was consumed for the incident."""
     stmt = select(closed_incidents.c.incident_id).where(closed_incidents.c.incident_id == incident_id)
     return (await conn.execute(stmt)).first() is not None
+
+
+async def latest_handoff_clock(conn: AsyncConnection, incident_id: str) -> Any | None:
+    """The incident's most recently started handoff clock: its urgency and category are the incident's latest."""
+    stmt = (
+        select(deadlines.c.urgency, deadlines.c.category)
+        .where(deadlines.c.incident_id == incident_id, deadlines.c.handoff_id.is_not(None))
+        .order_by(deadlines.c.armed_at.desc())
+        .limit(1)
+    )
+    return (await conn.execute(stmt)).first()
+
+
+async def chain_generation(conn: AsyncConnection, incident_id: str) -> int:
+    """The incident's current chain generation: 0, or its reopen count once reopened."""
+    stmt = select(incident_generations.c.generation).where(incident_generations.c.incident_id == incident_id)
+    return (await conn.execute(stmt)).scalar() or 0
+
+
+async def advance_generation(conn: AsyncConnection, incident_id: str, generation: int) -> bool:
+    """Move the incident to chain `generation`; False if it is already there or beyond."""
+    await conn.execute(insert_ignoring_conflicts(conn, incident_generations).values(incident_id=incident_id, generation=0))
+    result = await conn.execute(
+        update(incident_generations)
+        .where(incident_generations.c.incident_id == incident_id, incident_generations.c.generation < generation)
+        .values(generation=generation)
+    )
+    return result.rowcount == 1

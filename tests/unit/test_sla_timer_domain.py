@@ -8,9 +8,10 @@ import pytest
 
 from contracts.vocabulary import DeadlineKind
 from services.sla_timer.domain import (
-    NEXT_CLOCK,
+    NEXT_CLOCKS,
     DeadlineState,
     PauseRefused,
+    Settlement,
     check_pause,
     deadline_id,
     is_due,
@@ -19,7 +20,9 @@ from services.sla_timer.domain import (
     plan_firing,
     remaining_seconds_at,
     resumed_due_at,
+    settle,
     signal_event_id,
+    verification_deadline_id,
     warning_instant,
 )
 
@@ -49,9 +52,9 @@ def test_a_deadline_is_due_at_its_instant_never_a_millisecond_before():
     assert is_due(DUE, DUE + MS)
 
 
-def test_report_clock_is_followed_by_the_resolution_clock():
-    assert NEXT_CLOCK[DeadlineKind.REPORT] is DeadlineKind.RESOLUTION
-    assert DeadlineKind.RESOLUTION not in NEXT_CLOCK
+def test_report_clock_is_followed_by_the_on_scene_and_resolution_clocks():
+    assert NEXT_CLOCKS[DeadlineKind.REPORT] == (DeadlineKind.ON_SCENE, DeadlineKind.RESOLUTION)
+    assert DeadlineKind.RESOLUTION not in NEXT_CLOCKS
 
 
 def test_warning_instants_are_fractions_of_the_window():
@@ -125,3 +128,20 @@ def test_only_an_armed_deadline_before_its_due_instant_can_be_paused():
         with pytest.raises(PauseRefused) as not_armed:
             check_pause(state, DUE, T0, "dispatcher-1", ())
         assert not_armed.value.code == "not_armed"
+
+
+def test_an_awaited_fact_before_due_cancels_and_at_due_is_a_breach_then_late():
+    assert settle(DeadlineState.ARMED, DUE, DUE - MS) is Settlement.CANCEL
+    assert settle(DeadlineState.ARMED, DUE, DUE) is Settlement.BREACH_THEN_LATE
+    assert settle(DeadlineState.PAUSED, DUE, DUE + MS) is Settlement.CANCEL  # a stopped clock is not due
+
+
+def test_an_awaited_fact_after_firing_is_late_and_after_cancelling_does_nothing():
+    assert settle(DeadlineState.FIRED, DUE, DUE - MS) is Settlement.LATE
+    assert settle(DeadlineState.CANCELLED, DUE, DUE - MS) is Settlement.NOTHING
+
+
+def test_each_reopen_generation_has_its_own_verification_clock():
+    incident = "inc-1"
+    assert verification_deadline_id(incident, 0) == deadline_id(incident, DeadlineKind.VERIFICATION, 0)
+    assert len({verification_deadline_id(incident, g) for g in range(3)}) == 3
