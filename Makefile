@@ -11,6 +11,10 @@ KAFKA_VERSION ?= 4.4.0
 # infra.local reads this, so the broker the tests start uses the same jars.
 export GRIDWHISTLE_KAFKA_VERSION := $(KAFKA_VERSION)
 PYTEST_ARGS ?=
+# Operations tools the observability and deployment checks run (git-ignored, fetched once).
+TOOLS_BIN          := .cache/tools/bin
+KUSTOMIZE_VERSION  := v5.7.1
+KUBECONFORM_VERSION := v0.7.0
 
 # First interpreter on PATH that is at least 3.11 (override: make PYTHON=/path/to/python).
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
@@ -25,7 +29,7 @@ BOOT_PY = $(if $(wildcard $(VENV_PY)),$(VENV_PY),$(PYTHON))
 PYTEST = run_pytest() { $(VENV_PY) -m pytest -ra --durations=15 --junitxml=test-artifacts/junit.xml $(PYTEST_ARGS) "$$@"; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "warning: pytest collected no tests"; return 0; fi; return $$rc; }; run_pytest
 
-.PHONY: help venv kafka-jars run test test-all clean distclean
+.PHONY: help venv kafka-jars ops-tools run test test-all clean distclean
 
 help:
 	@echo "make venv        create $(VENV) and install gridwhistle with its dev extras"
@@ -52,12 +56,35 @@ kafka-jars:
 run: venv kafka-jars
 	$(VENV_PY) -m infra.devstack
 
-test: venv kafka-jars
+# promtool comes out of Debian's prometheus package (a static binary; no daemon installed or
+# started); kustomize and kubeconform are built from the Go module proxy. A missing tool is only a
+# warning here: the tests that need it fail under CI and say which tool is missing.
+ops-tools: $(TOOLS_BIN)/promtool $(TOOLS_BIN)/kustomize $(TOOLS_BIN)/kubeconform
+
+$(TOOLS_BIN)/promtool:
+	@mkdir -p $(TOOLS_BIN) .cache/tools/deb
+	@cd .cache/tools/deb && rm -f prometheus_*.deb && { apt-get download -qq prometheus 2>/dev/null \
+		|| { apt-get update -qq && apt-get download -qq prometheus; }; } \
+		&& dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > ../bin/promtool.part \
+		&& chmod +x ../bin/promtool.part && mv ../bin/promtool.part ../bin/promtool \
+		|| echo "warning: could not install promtool (Debian package prometheus)" >&2
+
+$(TOOLS_BIN)/kustomize:
+	@mkdir -p $(TOOLS_BIN)
+	@GOBIN=$(abspath $(TOOLS_BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) \
+		|| echo "warning: could not install kustomize (needs Go)" >&2
+
+$(TOOLS_BIN)/kubeconform:
+	@mkdir -p $(TOOLS_BIN)
+	@GOBIN=$(abspath $(TOOLS_BIN)) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION) \
+		|| echo "warning: could not install kubeconform (needs Go)" >&2
+
+test: venv kafka-jars ops-tools
 	@mkdir -p test-artifacts
 	@echo 'pytest -m "not slow" $(PYTEST_ARGS)'
 	@$(PYTEST) -m "not slow"
 
-test-all: venv kafka-jars
+test-all: venv kafka-jars ops-tools
 	@mkdir -p test-artifacts
 	@echo 'pytest $(PYTEST_ARGS)'
 	@$(PYTEST)
