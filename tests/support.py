@@ -90,3 +90,17 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 yield client
+
+
+def ops_tool(name: str) -> str:
+    """Path of an operations tool (promtool, kustomize, kubeconform) from `make ops-tools` or PATH."""
+    import shutil
+    from pathlib import Path
+
+    from tests._infra import unavailable
+
+    local = Path(__file__).resolve().parent.parent / ".cache" / "tools" / "bin" / name
+    found = str(local) if local.is_file() else shutil.which(name)
+    if found is None:
+        unavailable(f"{name} is not installed (run `make ops-tools`)")
+    return found
