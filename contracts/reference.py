@@ -5,18 +5,26 @@ District → police station → community → grid. Every grid has one community
 district a command centre, the owner of last resort (兜底). The responsibility list (责任清单)
 maps a category to its lead and co-operating departments, optionally per district.
 
+The duty roster says who is on duty when (weekly shifts in the roster's local time zone) and who
+stands in when nobody is. Reference data loads from one YAML/JSON file or from a directory of CSV
+files (one per section); either way a bad row is named (file, line, column) with its message.
+
 The demo city is generated deterministically, so every service that loads it sees the same city.
 """
 
 from __future__ import annotations
 
+import csv
 import random
-from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, time
 from functools import cached_property
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.vocabulary import Category
 
@@ -105,6 +113,117 @@ class Responsibility(_Ref):
     district_id: str | None = None
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_days(value: object) -> tuple[str, ...]:
+    """Weekdays from a list of names or a string such as `mon-fri`, `mon;wed;sat` or `daily`."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("daily", "all", "*"):
+            return WEEKDAYS
+        days: list[str] = []
+        for part in text.replace(",", ";").split(";"):
+            first, sep, last = part.strip().partition("-")
+            if first not in WEEKDAYS or (sep and last not in WEEKDAYS):
+                raise ValueError(f"unknown weekday in {value!r}; use mon..sun, ranges like mon-fri, or daily")
+            if not sep:
+                days.append(first)
+                continue
+            start, end = WEEKDAYS.index(first), WEEKDAYS.index(last)
+            days += [WEEKDAYS[(start + k) % 7] for k in range((end - start) % 7 + 1)]
+        value = days
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("days must name at least one weekday")
+    unknown = [d for d in value if d not in WEEKDAYS]
+    if unknown:
+        raise ValueError(f"unknown weekday(s) {unknown}; use mon..sun")
+    return tuple(sorted(set(value), key=WEEKDAYS.index))
+
+
+class Shift(_Ref):
+    """A weekly shift in the roster's local time; `end` at or before `start` runs past midnight."""
+
+    days: tuple[str, ...]
+    start: time
+    end: time
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, value: object) -> tuple[str, ...]:
+        return parse_days(value)
+
+    def covers(self, local: datetime) -> bool:
+        """True if this shift is running at a local wall-clock instant."""
+        today, now = WEEKDAYS[local.weekday()], local.time().replace(tzinfo=None)
+        if self.start < self.end:
+            return today in self.days and self.start <= now < self.end
+        # Overnight (or a full day when end == start): it started today, or it started yesterday.
+        yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
+        return (today in self.days and now >= self.start) or (yesterday in self.days and now < self.end)
+
+
+class RosterEntry(_Ref):
+    """When one officer (or one unit) is on duty, and who stands in otherwise (fallback officer, then unit)."""
+
+    officer_id: str | None = None
+    unit_id: str | None = None
+    shifts: tuple[Shift, ...] = Field(min_length=1)
+    fallback_officer_id: str | None = None
+    fallback_unit_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> RosterEntry:
+        if (self.officer_id is None) == (self.unit_id is None):
+            raise ValueError("a roster entry names exactly one of officer_id or unit_id")
+        return self
+
+    @property
+    def subject(self) -> str:
+        """The officer or unit id this entry rosters."""
+        return self.officer_id or self.unit_id or ""
+
+    def on_duty(self, local: datetime) -> bool:
+        """True if any of the entry's shifts is running at the local instant."""
+        return any(shift.covers(local) for shift in self.shifts)
+
+
+class DutyRoster(_Ref):
+    """Who is on duty when: weekly shifts in one local time zone (stored with the data), versioned."""
+
+    version: str = Field(min_length=1)
+    timezone: str = "Asia/Shanghai"
+    entries: tuple[RosterEntry, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        """The roster's time zone."""
+        return ZoneInfo(self.timezone)
+
+    def local(self, at: datetime) -> datetime:
+        """An aware instant as the roster's local wall-clock time."""
+        return at.astimezone(self.zone)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One referential problem, placed at a row and column of a section."""
+
+    section: str
+    index: int
+    column: str
+    message: str
+
+
 class ReferenceData(_Ref):
     """The whole reference data set, validated for referential integrity."""
 
@@ -117,50 +236,75 @@ class ReferenceData(_Ref):
     grids: tuple[Grid, ...]
     units: tuple[Unit, ...]
     responsibilities: tuple[Responsibility, ...]
+    roster: DutyRoster | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> ReferenceData:
-        errors: list[str] = []
+        issues = self.issues()
+        if issues:
+            raise ValueError("; ".join(issue.message for issue in issues[:20]))
+        return self
+
+    def issues(self) -> list[Issue]:
+        """Every referential problem (unknown or duplicate ids), each placed at its row and column."""
+        found: list[Issue] = []
         depts = {d.code for d in self.departments}
         units = {u.id for u in self.units}
         districts = {d.id for d in self.districts}
         stations = {s.id for s in self.stations}
         communities = {c.id for c in self.communities}
         officers = {o.id for o in self.officers}
-        for kind, ids in (
-            ("department", [d.code for d in self.departments]),
-            ("unit", [u.id for u in self.units]),
-            ("grid", [g.id for g in self.grids]),
-        ):
-            errors += [f"duplicate {kind} id {i!r}" for i, n in sorted(Counter(ids).items()) if n > 1]
-        errors += [f"unit {u.id}: unknown department {u.department!r}" for u in self.units if u.department not in depts]
-        errors += [f"unit {u.id}: unknown district {u.district_id!r}" for u in self.units if u.district_id not in districts]
-        errors += [
-            f"district {d.id}: unknown command centre unit {d.command_centre_unit_id!r}"
-            for d in self.districts
-            if d.command_centre_unit_id not in units
-        ]
-        errors += [
-            f"district {d.id}: unknown neighbour district {n!r}"
-            for d in self.districts
-            for n in d.neighbour_district_ids
-            if n not in districts or n == d.id
-        ]
-        errors += [f"station {s.id}: unknown district {s.district_id!r}" for s in self.stations if s.district_id not in districts]
-        errors += [
-            f"station {s.id}: unknown duty desk unit {s.duty_desk_unit_id!r}" for s in self.stations if s.duty_desk_unit_id not in units
-        ]
-        errors += [f"community {c.id}: unknown station {c.station_id!r}" for c in self.communities if c.station_id not in stations]
-        errors += [f"officer {o.id}: unknown unit {o.unit_id!r}" for o in self.officers if o.unit_id not in units]
-        errors += [f"grid {g.id}: unknown community {g.community_id!r}" for g in self.grids if g.community_id not in communities]
-        errors += [f"grid {g.id}: unknown officer {g.officer_id!r}" for g in self.grids if g.officer_id not in officers]
-        for r in self.responsibilities:
-            for dept in (r.lead_department, *r.co_departments):
-                if dept not in depts:
-                    errors.append(f"responsibility {r.category.value}: unknown department {dept!r}")
-        if errors:
-            raise ValueError("; ".join(errors[:20]))
-        return self
+
+        def check(section: str, rows: tuple[Any, ...], column: str, known: set[str], what: str, label: str) -> None:
+            for index, row in enumerate(rows):
+                value = getattr(row, column)
+                for item in value if isinstance(value, tuple) else (value,):
+                    if item is not None and item not in known:
+                        name = getattr(row, "id", None) or getattr(row, "subject", "")
+                        found.append(Issue(section, index, column, f"{label} {name}: unknown {what} {item!r}"))
+
+        for section, kind, key in (("departments", "department", "code"), ("units", "unit", "id"), ("grids", "grid", "id")):
+            seen: set[str] = set()
+            for index, row in enumerate(getattr(self, section)):
+                if getattr(row, key) in seen:
+                    found.append(Issue(section, index, key, f"duplicate {kind} id {getattr(row, key)!r}"))
+                seen.add(getattr(row, key))
+        for index, unit in enumerate(self.units):
+            if unit.department not in depts:
+                found.append(Issue("units", index, "department", f"unit {unit.id}: unknown department {unit.department!r}"))
+        check("units", self.units, "district_id", districts, "district", "unit")
+        check("districts", self.districts, "command_centre_unit_id", units, "command centre unit", "district")
+        for index, district in enumerate(self.districts):
+            for n in district.neighbour_district_ids:
+                if n not in districts or n == district.id:
+                    message = f"district {district.id}: unknown neighbour district {n!r}"
+                    found.append(Issue("districts", index, "neighbour_district_ids", message))
+        check("stations", self.stations, "district_id", districts, "district", "station")
+        check("stations", self.stations, "duty_desk_unit_id", units, "duty desk unit", "station")
+        check("communities", self.communities, "station_id", stations, "station", "community")
+        check("officers", self.officers, "unit_id", units, "unit", "officer")
+        check("grids", self.grids, "community_id", communities, "community", "grid")
+        check("grids", self.grids, "officer_id", officers, "officer", "grid")
+        for index, row in enumerate(self.responsibilities):
+            for column in ("lead_department", "co_departments"):
+                value = getattr(row, column)
+                for dept in value if isinstance(value, tuple) else (value,):
+                    if dept not in depts:
+                        message = f"responsibility {row.category.value}: unknown department {dept!r}"
+                        found.append(Issue("responsibilities", index, column, message))
+        if self.roster is not None:
+            entries = self.roster.entries
+            check("roster", entries, "officer_id", officers, "officer", "roster entry")
+            check("roster", entries, "unit_id", units, "unit", "roster entry")
+            check("roster", entries, "fallback_officer_id", officers, "fallback officer", "roster entry")
+            check("roster", entries, "fallback_unit_id", units, "fallback unit", "roster entry")
+            seen = set()
+            for index, entry in enumerate(entries):
+                if entry.subject in seen:
+                    found.append(Issue("roster", index, entry.officer_id and "officer_id" or "unit_id",
+                                       f"roster entry {entry.subject}: rostered twice"))
+                seen.add(entry.subject)
+        return found
 
     @cached_property
     def _grids(self) -> dict[str, Grid]:
@@ -214,6 +358,18 @@ class ReferenceData(_Ref):
         """The unit of a department that serves a district."""
         return self._department_units.get((department, district_id))
 
+    @cached_property
+    def _roster_by_unit(self) -> dict[str, RosterEntry]:
+        entries: dict[str, RosterEntry] = {}
+        for entry in self.roster.entries if self.roster else ():
+            officer = self.officer(entry.officer_id) if entry.officer_id else None
+            entries.setdefault(officer.unit_id if officer else entry.subject, entry)
+        return entries
+
+    def roster_entry(self, unit_id: str) -> RosterEntry | None:
+        """The roster entry of a unit (an officer's entry covers the officer's unit); None = always on duty."""
+        return self._roster_by_unit.get(unit_id)
+
     def responsibility(self, category: Category, district_id: str | None = None) -> Responsibility | None:
         """The responsibility-list row for a category (a district-specific row wins)."""
         general = None
@@ -229,11 +385,17 @@ class ReferenceData(_Ref):
 class ReferenceDataError(ValueError):
     """Reference data failed validation; the message lists every bad row found."""
 
+    def __init__(self, message: str, errors: list[CsvError] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
 
 def load_reference_data(path: str | Path | None = None) -> ReferenceData:
-    """Load reference data from a YAML/JSON file, or generate the demo city when no path is given."""
+    """Load reference data from a YAML/JSON file or a CSV directory; the demo city when no path is given."""
     if not path:
         return demo_city()
+    if Path(path).is_dir():
+        return load_reference_csv(path)
     try:
         document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         return ReferenceData.model_validate(document)
@@ -260,6 +422,200 @@ def describe_errors(document: object, exc: ValidationError, limit: int = 20) -> 
         # Cross-row problems arrive as one message; give each its own line.
         lines += [f"{where}: {part}" for part in message.split("; ")] if not error["loc"] else [f"{where}: {message}"]
     return lines
+
+
+# --- CSV: one file per section, one row per record; list cells are separated by ";" ----------------
+
+CSV_SECTIONS: dict[str, type[_Ref]] = {
+    "departments": Department,
+    "districts": District,
+    "stations": Station,
+    "communities": Community,
+    "officers": Officer,
+    "grids": Grid,
+    "units": Unit,
+    "responsibilities": Responsibility,
+}
+META_FILE = "meta.csv"
+ROSTER_FILE = "roster.csv"
+ROSTER_COLUMNS = ("officer_id", "unit_id", "days", "start", "end", "fallback_officer_id", "fallback_unit_id")
+
+
+class _RosterRow(_Ref):
+    """One line of roster.csv: one shift of one officer or unit, with that subject's fallback."""
+
+    officer_id: str | None = None
+    unit_id: str | None = None
+    days: tuple[str, ...]
+    start: time
+    end: time
+    fallback_officer_id: str | None = None
+    fallback_unit_id: str | None = None
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, value: object) -> tuple[str, ...]:
+        return parse_days(value)
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> _RosterRow:
+        if (self.officer_id is None) == (self.unit_id is None):
+            raise ValueError("a roster row names exactly one of officer_id or unit_id")
+        return self
+
+
+@dataclass(frozen=True)
+class CsvError:
+    """A problem at a place in a CSV file (line 1 is the header)."""
+
+    file: str
+    line: int
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.file}:{self.line}" if self.line else self.file  # line 0: the file as a whole
+        return f"{place}: {self.column}: {self.message}" if self.column else f"{place}: {self.message}"
+
+
+def _list_columns(model: type[_Ref]) -> set[str]:
+    return {name for name, info in model.model_fields.items() if "tuple" in str(info.annotation)}
+
+
+def _read_csv(directory: Path, name: str, model: type[_Ref], errors: list[CsvError]) -> list[tuple[int, dict[str, Any]]]:
+    """Rows of one CSV file as (line, cells): blank cells left out, list cells split on ';'."""
+    path = directory / name
+    if not path.is_file():
+        errors.append(CsvError(name, 0, "", "file missing"))
+        return []
+    lists = _list_columns(model) - {"days"}
+    allowed = set(model.model_fields)
+    required = {n for n, info in model.model_fields.items() if info.is_required()}
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        errors += [CsvError(name, 1, h, "unknown column") for h in header if h not in allowed]
+        errors += [CsvError(name, 1, c, "required column missing") for c in sorted(required - set(header))]
+        rows = []
+        for cells in reader:
+            line = reader.line_num
+            if None in cells:
+                errors.append(CsvError(name, line, "", f"{len(cells[None])} cell(s) more than the header has"))
+            row: dict[str, Any] = {}
+            for column in header:
+                value = (cells.get(column) or "").strip()
+                if value and column in allowed:
+                    row[column] = [v.strip() for v in value.split(";") if v.strip()] if column in lists else value
+            if row:
+                rows.append((line, row))
+        return rows
+
+
+def _validate_rows(
+    name: str, model: type[_Ref], rows: list[tuple[int, dict[str, Any]]], errors: list[CsvError]
+) -> list[tuple[int, Any]]:
+    valid = []
+    for line, row in rows:
+        try:
+            valid.append((line, model.model_validate(row)))
+        except ValidationError as exc:
+            for error in exc.errors():
+                column = str(error["loc"][0]) if error["loc"] else ""
+                errors.append(CsvError(name, line, column, error["msg"].removeprefix("Value error, ")))
+    return valid
+
+
+def load_reference_csv(directory: str | Path) -> ReferenceData:
+    """Load reference data from a directory of CSV files (meta.csv, one file per section, optional roster.csv)."""
+    directory = Path(directory)
+    errors: list[CsvError] = []
+    meta: dict[str, str] = {}
+    meta_path = directory / META_FILE
+    if meta_path.is_file():
+        with meta_path.open(encoding="utf-8-sig", newline="") as handle:
+            meta = {row[0].strip(): row[1].strip() for row in csv.reader(handle) if len(row) >= 2 and row[0].strip() != "key"}
+    if not meta.get("version"):
+        errors.append(CsvError(META_FILE, 0, "version", "the reference data version is required (a row: version,<value>)"))
+    sections: dict[str, list[Any]] = {}
+    lines: dict[str, list[int]] = {}
+    for section, model in CSV_SECTIONS.items():
+        valid = _validate_rows(f"{section}.csv", model, _read_csv(directory, f"{section}.csv", model, errors), errors)
+        sections[section] = [row for _, row in valid]
+        lines[section] = [line for line, _ in valid]
+    roster = None
+    if (directory / ROSTER_FILE).is_file():
+        rows = _read_csv(directory, ROSTER_FILE, _RosterRow, errors)
+        roster, lines["roster"] = _roster_from_rows(rows, meta, errors)
+    if not errors:
+        candidate = ReferenceData.model_construct(version=meta["version"], roster=roster, **{k: tuple(v) for k, v in sections.items()})
+        for issue in candidate.issues():
+            file = ROSTER_FILE if issue.section == "roster" else f"{issue.section}.csv"
+            errors.append(CsvError(file, lines[issue.section][issue.index], issue.column, issue.message))
+    if errors:
+        errors.sort(key=lambda e: (e.file, e.line))
+        shown = [str(e) for e in errors[:50]] + ([f"... and {len(errors) - 50} more"] if len(errors) > 50 else [])
+        raise ReferenceDataError(f"invalid reference data {directory}:\n" + "\n".join(shown), errors=errors)
+    return ReferenceData.model_validate(candidate.model_dump())
+
+
+def _roster_from_rows(
+    rows: list[tuple[int, dict[str, Any]]], meta: dict[str, str], errors: list[CsvError]
+) -> tuple[DutyRoster | None, list[int]]:
+    """Group roster.csv's shift rows into one entry per officer/unit; a subject's fallback must not conflict."""
+    grouped: dict[str, dict[str, Any]] = {}
+    first_line: dict[str, int] = {}
+    for line, row in _validate_rows(ROSTER_FILE, _RosterRow, rows, errors):
+        subject = row.officer_id or row.unit_id
+        entry = grouped.setdefault(subject, {"officer_id": row.officer_id, "unit_id": row.unit_id, "shifts": []})
+        first_line.setdefault(subject, line)
+        entry["shifts"].append(Shift(days=row.days, start=row.start, end=row.end))
+        for column in ("fallback_officer_id", "fallback_unit_id"):
+            value = getattr(row, column)
+            if value and entry.get(column) not in (None, value):
+                errors.append(CsvError(ROSTER_FILE, line, column, f"conflicts with {entry[column]!r} given earlier for {subject}"))
+            elif value:
+                entry[column] = value
+    try:
+        roster = DutyRoster(
+            version=meta.get("roster_version") or meta.get("version") or "unversioned",
+            timezone=meta.get("roster_timezone") or "Asia/Shanghai",
+            entries=tuple(RosterEntry(**entry) for entry in grouped.values()),
+        )
+    except ValidationError as exc:
+        errors += [CsvError(META_FILE, 0, "roster_timezone", e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        return None, []
+    return roster, list(first_line.values())
+
+
+def write_reference_csv(ref: ReferenceData, directory: str | Path) -> Path:
+    """Write reference data as the CSV directory `load_reference_csv` reads (e.g. to edit the demo city)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = [("key", "value"), ("version", ref.version)]
+    if ref.roster is not None:
+        meta += [("roster_version", ref.roster.version), ("roster_timezone", ref.roster.timezone)]
+    _write_rows(directory / META_FILE, [dict(zip(("key", "value"), row, strict=True)) for row in meta[1:]], ["key", "value"])
+    for section, model in CSV_SECTIONS.items():
+        columns = list(model.model_fields)
+        rows = [row.model_dump(mode="json") for row in getattr(ref, section)]
+        _write_rows(directory / f"{section}.csv", rows, columns)
+    if ref.roster is not None:
+        rows = []
+        for entry in ref.roster.entries:
+            for shift in entry.shifts:
+                cells = entry.model_dump(mode="json", exclude={"shifts"})
+                rows.append({**cells, "days": list(shift.days), "start": f"{shift.start:%H:%M}", "end": f"{shift.end:%H:%M}"})
+        _write_rows(directory / ROSTER_FILE, rows, list(ROSTER_COLUMNS))
+    return directory
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: ";".join(map(str, v)) if isinstance(v, list) else "" if v is None else v for c, v in row.items()})
 
 
 def _row(document: object, section: str, index: int) -> object:
@@ -384,6 +740,7 @@ def demo_city(grids: int = 860, officers: int = 320, stations_per_district: int 
             )
     return ReferenceData(
         version=f"demo-city-{seed}-{grids}g-{officers}p",
+        roster=demo_roster(officers_by_station, {s.id: s.duty_desk_unit_id for s in stations}),
         departments=DEPARTMENTS,
         districts=tuple(districts),
         stations=tuple(stations),
@@ -393,3 +750,25 @@ def demo_city(grids: int = 860, officers: int = 320, stations_per_district: int 
         units=tuple(units),
         responsibilities=RESPONSIBILITY_LIST,
     )
+
+
+DAY_SHIFT = (time(8, 0), time(20, 0))
+
+
+def demo_roster(officers_by_station: dict[str, list[Officer]], desks: dict[str, str]) -> DutyRoster:
+    """Day shifts 08:00-20:00 with one rest day; partners of the same station cover each other, then the desk."""
+    entries = []
+    for station_id, station_officers in officers_by_station.items():
+        for position, officer in enumerate(station_officers):
+            partner = station_officers[position ^ 1] if position ^ 1 < len(station_officers) else station_officers[0]
+            rest_day = WEEKDAYS[position % 7]  # partners (2k, 2k+1) never rest on the same day
+            entries.append(
+                RosterEntry(
+                    officer_id=officer.id,
+                    shifts=(Shift(days=tuple(d for d in WEEKDAYS if d != rest_day), start=DAY_SHIFT[0], end=DAY_SHIFT[1]),),
+                    fallback_officer_id=partner.id if partner.id != officer.id else None,
+                    # Nights and days both partners are off: the station duty desk is staffed around the clock.
+                    fallback_unit_id=desks[station_id],
+                )
+            )
+    return DutyRoster(version="demo-roster-2026.1", timezone="Asia/Shanghai", entries=tuple(entries))
