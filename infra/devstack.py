@@ -32,6 +32,7 @@ SERVICES: tuple[tuple[str, int], ...] = (
     ("routing", 8002),
     ("sla_timer", 8003),
     ("closure", 8004),
+    ("console", 8080),
 )
 
 RUN_DIR = REPO_ROOT / ".run"
