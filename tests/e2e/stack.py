@@ -17,7 +17,7 @@ from contracts.envelope import Envelope
 from contracts.events import CATALOGUE
 from infra.local import ServiceProcess, free_port
 
-SERVICES = ("intake", "classification", "routing", "sla_timer", "closure")
+SERVICES = ("intake", "classification", "routing", "sla_timer", "closure", "console")
 POLICY_AWARE = ("routing", "sla_timer")
 
 
@@ -43,6 +43,8 @@ class Stack:
         }
         if self.policy_file and name in POLICY_AWARE:
             env[f"GW_{upper}_DEADLINE_POLICY"] = str(self.policy_file)
+        if name == "console":  # started last, so the services it forwards to already have ports
+            env.update({f"GW_CONSOLE_{other.upper()}_URL": proc.url for other, proc in self.processes.items()})
         return env
 
     def start(self) -> Stack:
