@@ -4,12 +4,15 @@ No I/O and no framework. Invariants kept here:
 - a unit's report clock starts when it is dispatched, never when it acknowledges;
 - a re-route (decline, reassignment) keeps the remaining budget: the same `report_due_at`;
 - a deadline is never moved later by anything routing does;
-- every incident has an owner of last resort (兜底): its district's command centre, a team queue.
+- every incident has an owner of last resort (兜底): its district's command centre, a team queue;
+- a rostered unit is summoned only while on duty; otherwise its roster fallback stands in;
+- the escalation ladder only climbs: a warning may raise the first rung, a breach the next one.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -26,6 +29,8 @@ TOP_LEVEL = LEVEL_COMMAND_CENTRE
 
 OPEN_STATES = frozenset({HandoffState.DISPATCHED, HandoffState.ACKNOWLEDGED, HandoffState.ON_SCENE})
 ACKNOWLEDGED_STATES = frozenset({HandoffState.ACKNOWLEDGED, HandoffState.ON_SCENE, HandoffState.RESOLVED})
+# Handoffs whose unit is no longer the one responsible for their part of the work.
+MOVED_ON_STATES = frozenset({HandoffState.DECLINED, HandoffState.REASSIGNED, HandoffState.RELEASED})
 
 
 def handoff_id_for(incident_id: str, unit_id: str, sequence: str) -> str:
@@ -55,6 +60,8 @@ class Summons:
     department: str
     role: HandoffRole
     reason: str
+    # The rostered unit this one replaces because that unit is off duty.
+    stands_in_for: str | None = None
 
 
 class RoutingIndex:
@@ -113,6 +120,37 @@ class RoutingIndex:
         units = (self.ref.department_unit(department, n) for n in self._neighbours.get(district_id, ()))
         return [u for u in units if u is not None]
 
+    def staff(self, summons: Summons, route: GridRoute, at: datetime | None) -> Summons:
+        """The summons as the roster has it at `at`: the unit if on duty, else its fallback officer, unit, desk."""
+        roster = self.ref.roster
+        entry = self.ref.roster_entry(summons.unit_id)
+        if at is None or roster is None or entry is None:
+            return summons
+        local = roster.local(at)
+        if entry.on_duty(local):
+            return summons
+        fallback_officer = self.ref.officer(entry.fallback_officer_id) if entry.fallback_officer_id else None
+        candidates = [
+            (fallback_officer.unit_id if fallback_officer else None, "roster_fallback:officer"),
+            (entry.fallback_unit_id, "roster_fallback:unit"),
+            (route.duty_desk_unit_id, "roster_fallback:duty_desk"),
+        ]
+        for unit_id, reason in candidates:
+            unit = self.unit(unit_id) if unit_id else None
+            standby = self.ref.roster_entry(unit.id) if unit else None
+            if unit is not None and unit.id != summons.unit_id and (standby is None or standby.on_duty(local)):
+                return Summons(unit.id, unit.department, summons.role, reason, stands_in_for=summons.unit_id)
+        return Summons(route.command_centre_unit_id, COMMAND, summons.role, "roster_fallback:command_centre",
+                       stands_in_for=summons.unit_id)
+
+    def units_of(self, department: str, district_id: str | None = None) -> list[Unit]:
+        """Every unit of a department (in one district when given)."""
+        return [u for u in self.ref.units if u.department == department and district_id in (None, u.district_id)]
+
+    def command_centre_of(self, district_id: str) -> str | None:
+        """The command centre unit of a district, or None for an unknown district."""
+        return self._command_centres.get(district_id)
+
     def is_dispatcher_for(self, actor_id: str, route: GridRoute) -> bool:
         """True if the actor sits at the grid's station duty desk or its district command centre."""
         for unit_id in (route.duty_desk_unit_id, route.command_centre_unit_id):
@@ -125,8 +163,11 @@ class RoutingIndex:
 # --- the whistle: fan-out ---------------------------------------------------------------------
 
 
-def plan_whistle(index: RoutingIndex, grid_id: str, category: Category) -> list[Summons]:
-    """Every unit the whistle summons: lead first, the grid officer always, the command centre as fallback."""
+def plan_whistle(index: RoutingIndex, grid_id: str, category: Category, at: datetime | None = None) -> list[Summons]:
+    """Every unit the whistle summons: lead first, the grid officer always, the command centre as fallback.
+
+    With `at`, a rostered unit that is off duty then is replaced by its roster fallback.
+    """
     route = index.route(grid_id)
     command = Summons(route.command_centre_unit_id, COMMAND, HandoffRole.LEAD, "fallback")
     if route.district_id is None:
@@ -148,7 +189,7 @@ def plan_whistle(index: RoutingIndex, grid_id: str, category: Category) -> list[
     officer = index.unit(route.officer_unit_id) if route.officer_unit_id else None
     if officer is not None:
         summons.append(Summons(officer.id, POLICE, HandoffRole.CO_OPERATING, "grid_officer"))
-    return _first_per_unit(summons)
+    return _first_per_unit([index.staff(item, route, at) for item in summons])
 
 
 def _first_per_unit(summons: list[Summons]) -> list[Summons]:
@@ -399,7 +440,7 @@ def release(handoff: Handoff, now: datetime) -> Handoff:
 
 @dataclass(frozen=True)
 class EscalationStep:
-    """Where a breached report deadline climbs to."""
+    """The rung an unreported handoff climbs to, and why (a warning or a breach)."""
 
     level: int
     repeat: int
@@ -407,13 +448,39 @@ class EscalationStep:
     reason: str
 
 
-def plan_escalation(index: RoutingIndex, breached: Handoff, max_repeats: int) -> EscalationStep | None:
-    """The next rung: duty desk, then command centre, repeating at the top; None once repeats run out."""
+@dataclass(frozen=True)
+class EscalationPolicy:
+    """Which deadline signals escalate an unreported handoff, per urgency (a breach always does)."""
+
+    # Urgency -> the warning fraction from which a warning raises the first rung; absent: breach only.
+    warn_at: Mapping[Urgency, float] = field(default_factory=dict)
+
+    def escalates_on_warning(self, urgency: Urgency, fraction: float) -> bool:
+        """True if a warning at this fraction of the window escalates a handoff of this urgency."""
+        threshold = self.warn_at.get(urgency)
+        # Warnings arrive as the fractions the timer was configured with; allow for float noise.
+        return threshold is not None and fraction >= threshold - 1e-9
+
+
+def _rung(route: GridRoute, level: int) -> Summons:
+    if level == LEVEL_DUTY_DESK and route.duty_desk_unit_id is not None:
+        return Summons(route.duty_desk_unit_id, POLICE, HandoffRole.ESCALATION, "station_duty_desk")
+    return Summons(route.command_centre_unit_id, COMMAND, HandoffRole.ESCALATION, "district_command_centre")
+
+
+def plan_escalation(
+    index: RoutingIndex, breached: Handoff, max_repeats: int, *, raised_level: int = 0
+) -> EscalationStep | None:
+    """The next rung after a breach: one above the chain's highest so far, repeating at the top; None when spent.
+
+    `raised_level` is the highest rung already raised for the breached handoff's chain (0: none), so
+    a breach after a warning escalation climbs past the duty desk instead of summoning it again.
+    """
     if breached.state is not HandoffState.DISPATCHED:
         return None  # the unit reported, or the handoff moved on: nothing to escalate
     route = index.route(breached.grid_id)
     climbing = breached.role is HandoffRole.ESCALATION
-    level = breached.escalation_level + 1 if climbing else LEVEL_DUTY_DESK
+    level = breached.escalation_level + 1 if climbing else max(LEVEL_DUTY_DESK, raised_level + 1)
     repeat = 0
     if level > TOP_LEVEL:
         level, repeat = TOP_LEVEL, breached.escalation_repeat + 1
@@ -421,14 +488,26 @@ def plan_escalation(index: RoutingIndex, breached: Handoff, max_repeats: int) ->
             return None
     if level == LEVEL_DUTY_DESK and route.duty_desk_unit_id is None:
         level = LEVEL_COMMAND_CENTRE  # an unknown grid has no station: straight to the top
-    if level == LEVEL_DUTY_DESK:
-        summons = Summons(route.duty_desk_unit_id or "", POLICE, HandoffRole.ESCALATION, "station_duty_desk")
-    else:
-        summons = Summons(route.command_centre_unit_id, COMMAND, HandoffRole.ESCALATION, "district_command_centre")
     reason = f"report deadline breached by unit {breached.unit_id}"
     if repeat:
         reason += f" (repeat {repeat} of {max_repeats} at the top level)"
-    return EscalationStep(level=level, repeat=repeat, summons=summons, reason=reason)
+    return EscalationStep(level=level, repeat=repeat, summons=_rung(route, level), reason=reason)
+
+
+def plan_warning_escalation(
+    index: RoutingIndex, warned: Handoff, fraction: float, policy: EscalationPolicy, *, raised_level: int = 0
+) -> EscalationStep | None:
+    """The first rung (the duty desk) on a warning, when the policy says so for the handoff's urgency."""
+    if warned.state is not HandoffState.DISPATCHED or warned.role is HandoffRole.ESCALATION:
+        return None  # reported already, moved on, or itself a rung: rungs climb on breach only
+    if raised_level or not policy.escalates_on_warning(warned.urgency, fraction):
+        return None
+    summons = _rung(index.route(warned.grid_id), LEVEL_DUTY_DESK)
+    if summons.unit_id == warned.unit_id:
+        return None  # the desk itself is late: its breach climbs to the command centre
+    level = LEVEL_DUTY_DESK if summons.reason == "station_duty_desk" else LEVEL_COMMAND_CENTRE
+    reason = f"warning: {fraction:.0%} of the report window of unit {warned.unit_id} elapsed without a report"
+    return EscalationStep(level=level, repeat=0, summons=summons, reason=reason)
 
 
 def escalate(
@@ -473,12 +552,13 @@ def replan(
     superseded: list[Handoff] = []
     work = [h for h in active if h.role is not HandoffRole.ESCALATION]
     if category is not previous_category:
-        plan = plan_whistle(index, grid_id, category)
-        wanted = {(s.unit_id, s.role) for s in plan}
+        plan = plan_whistle(index, grid_id, category, now)
+        # A unit already summoned stays whether it is on duty now or was standing in for one that is.
+        wanted = {(s.unit_id, s.role) for s in plan} | {(s.stands_in_for, s.role) for s in plan if s.stands_in_for}
         kept = {(h.unit_id, h.role) for h in work if (h.unit_id, h.role) in wanted}
         releases = [h for h in work if (h.unit_id, h.role) not in wanted]
         for item in plan:
-            if (item.unit_id, item.role) not in kept:
+            if (item.unit_id, item.role) not in kept and (item.stands_in_for, item.role) not in kept:
                 # A unit changing role keeps whatever budget it had left.
                 old = next((h for h in releases if h.unit_id == item.unit_id and h.state is HandoffState.DISPATCHED), None)
                 summons.append((item, min(fresh_due, old.report_due_at) if old else fresh_due))
@@ -489,3 +569,36 @@ def replan(
             if handoff.state is HandoffState.DISPATCHED and fresh_due < handoff.report_due_at:
                 superseded.append(handoff)
     return Replan(tuple(releases), tuple(summons), tuple(superseded))
+
+
+# --- views ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportStatus:
+    """Whether every summoned unit has reported (报到), and when the last of them did."""
+
+    all_reported: bool
+    all_reported_at: datetime | None
+    waiting_on: tuple[str, ...]
+
+
+def report_status(handoffs: list[Handoff]) -> ReportStatus:
+    """All reported when every current non-escalation handoff is acknowledged (a report stands once made)."""
+    current = [
+        h for h in handoffs
+        if h.role is not HandoffRole.ESCALATION
+        and (h.state not in MOVED_ON_STATES or (h.state is HandoffState.RELEASED and h.acknowledged_at is not None))
+    ]
+    waiting = tuple(h.unit_id for h in current if h.acknowledged_at is None)
+    if not current or waiting:
+        return ReportStatus(False, None, waiting)
+    return ReportStatus(True, max(h.acknowledged_at for h in current if h.acknowledged_at), ())
+
+
+def why_at_command_centre(handoff: Handoff) -> str:
+    """Why the command centre holds a handoff: escalated, bounced (after declines), re-routed, or fallback (兜底)."""
+    if handoff.role is HandoffRole.ESCALATION:
+        return "escalated"
+    if handoff.replaces_handoff_id is None:
+        return "fallback"
+    return "bounced" if handoff.bounce_count else "rerouted"

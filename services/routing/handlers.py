@@ -6,13 +6,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 
 from contracts.commands import AcknowledgeHandoff, DeclineHandoff, MarkOnScene, ReassignHandoff, ResolveHandoff
 from contracts.deadline_policy import DeadlinePolicy
 from contracts.envelope import Envelope, Event, correlation_for, follow_up, make_envelope
 from contracts.events import (
     DeadlineBreached,
+    DeadlineWarned,
     HandoffAcknowledged,
     HandoffDeclined,
     HandoffDispatched,
@@ -29,7 +30,7 @@ from contracts.events import (
 from contracts.vocabulary import Category, DeadlineKind, HandoffRole, HandoffState, Urgency
 from services.routing import domain
 from services.routing import repository as repo
-from services.routing.domain import Conflict, Handoff, Outcome, Refused, RoutingIndex
+from services.routing.domain import Conflict, EscalationPolicy, EscalationStep, Handoff, Outcome, Refused, RoutingIndex
 from services.routing.metrics import RoutingMetrics
 from services.routing.settings import RoutingSettings
 from services.runtime.host import ServiceRuntime
@@ -56,6 +57,7 @@ class Routing:
         self.index = index
         self.policy = policy
         self.metrics = metrics
+        self.escalation_policy = EscalationPolicy(warn_at=dict(settings.escalate_on_warning))
 
     def now(self) -> datetime:
         """The injected clock's instant."""
@@ -124,7 +126,7 @@ class Routing:
         if not added:
             return  # already routed: a second classification of the same incident dispatches nothing
         due = self.report_due(now, urgency, category)
-        for summons in domain.plan_whistle(self.index, grid_id, category):
+        for summons in domain.plan_whistle(self.index, grid_id, category, now):
             handoff = domain.dispatch(
                 incident_id, summons, category=category, urgency=urgency, grid_id=grid_id,
                 dispatched_at=now, report_due_at=due, sequence="whistle",
@@ -183,33 +185,60 @@ class Routing:
         data: DeadlineBreached = envelope.data  # type: ignore[assignment]
         if data.kind is not DeadlineKind.REPORT or data.handoff_id is None:
             return
-        breached = await repo.get_handoff(uow.conn, data.handoff_id, for_update=True)
-        if breached is None:
-            log.warning("breach of an unknown handoff ignored", handoff_id=data.handoff_id)
+        late = await self._unreported(uow, data.handoff_id)
+        if late is None:
             return
-        incident = await repo.get_incident(uow.conn, breached.incident_id)
-        if incident is None or incident.closed_at is not None:
-            return
-        step = domain.plan_escalation(self.index, breached, self.settings.max_escalation_repeats)
+        raised = await repo.chain_escalation_level(uow.conn, late.root)
+        step = domain.plan_escalation(self.index, late, self.settings.max_escalation_repeats, raised_level=raised)
         if step is None:
-            if breached.state is HandoffState.DISPATCHED:
+            if late.state is HandoffState.DISPATCHED:
                 log.error("escalation repeats exhausted; the command centre queue keeps the incident",
-                          handoff_id=breached.handoff_id)
+                          handoff_id=late.handoff_id)
             return
-        now = self.now()
+        await self._escalate(uow, envelope, late, step, sequence=f"escalation:{late.handoff_id}")
+
+    async def on_warned(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """DeadlineWarned of a report deadline: the first rung early, when the policy says so for the urgency."""
+        data: DeadlineWarned = envelope.data  # type: ignore[assignment]
+        if data.kind is not DeadlineKind.REPORT or data.handoff_id is None:
+            return
+        late = await self._unreported(uow, data.handoff_id)
+        if late is None:
+            return
+        raised = await repo.chain_escalation_level(uow.conn, late.root)
+        step = domain.plan_warning_escalation(
+            self.index, late, data.fraction, self.escalation_policy, raised_level=raised
+        )
+        if step is not None:
+            await self._escalate(uow, envelope, late, step, sequence=f"warning:{late.handoff_id}")
+
+    async def _unreported(self, uow: UnitOfWork, handoff_id: str) -> Handoff | None:
+        """The handoff a deadline signal is about, locked; None when unknown or its incident is closed."""
+        handoff = await repo.get_handoff(uow.conn, handoff_id, for_update=True)
+        if handoff is None:
+            log.warning("deadline signal for an unknown handoff ignored", handoff_id=handoff_id)
+            return None
+        incident = await repo.get_incident(uow.conn, handoff.incident_id)
+        return handoff if incident is not None and incident.closed_at is None else None
+
+    async def _escalate(
+        self, uow: UnitOfWork, cause: Envelope, late: Handoff, step: EscalationStep, *, sequence: str
+    ) -> None:
         escalation = domain.escalate(
-            breached, step, now, timedelta(seconds=self.policy.escalation_report_seconds),
-            sequence=f"escalation:{breached.handoff_id}",
+            late, step, self.now(), timedelta(seconds=self.policy.escalation_report_seconds), sequence=sequence
         )
-        if breached.role is HandoffRole.ESCALATION:
-            # One open escalation per chain: the rung that failed gives way to the next.
-            await self._release(uow, breached, f"escalated to level {step.level}", envelope)
+        if not await self._dispatch(uow, escalation, cause):
+            return
+        # One open escalation per chain: a rung nobody took up gives way to the next (a rung that
+        # reported keeps working the incident).
+        for rung in await repo.open_escalations(uow.conn, late.root):
+            if rung.state is HandoffState.DISPATCHED and rung.handoff_id != escalation.handoff_id:
+                await self._release(uow, rung, f"escalated to level {step.level}", cause)
         escalated = IncidentEscalated(
-            incident_id=breached.incident_id, level=step.level, unit_id=escalation.unit_id, reason=step.reason,
-            trigger_handoff_id=breached.handoff_id,
+            incident_id=late.incident_id, level=step.level, unit_id=escalation.unit_id, reason=step.reason,
+            trigger_handoff_id=late.handoff_id,
         )
-        if await self._dispatch(uow, escalation, envelope):
-            await uow.emit(self._envelope(escalated, breached.incident_id, envelope))
+        await uow.emit(self._envelope(escalated, late.incident_id, cause))
         self.metrics.count(uow.emitted)
 
     async def on_reopened(self, uow: UnitOfWork, envelope: Envelope) -> None:
@@ -222,12 +251,13 @@ class Routing:
         now = self.now()
         category, urgency = Category(incident.category), Urgency(incident.urgency)
         handoffs = await repo.incident_handoffs(uow.conn, data.incident_id)
-        leads = [h for h in handoffs if h.role is HandoffRole.LEAD and h.state not in _MOVED_ON]
+        leads = [h for h in handoffs if h.role is HandoffRole.LEAD and h.state not in domain.MOVED_ON_STATES]
         if leads:
             last = leads[-1]
             summons = domain.Summons(last.unit_id, last.department, HandoffRole.LEAD, "reopened")
+            summons = self.index.staff(summons, self.index.route(incident.grid_id), now)
         else:
-            summons = domain.plan_whistle(self.index, incident.grid_id, category)[0]
+            summons = domain.plan_whistle(self.index, incident.grid_id, category, now)[0]
         handoff = domain.dispatch(
             data.incident_id, summons, category=category, urgency=urgency, grid_id=incident.grid_id,
             dispatched_at=now, report_due_at=self.report_due(now, urgency, category),
@@ -401,10 +431,6 @@ class Routing:
         return await self.command(handoff_id, "reassign", command.actor_id, apply)
 
 
-# Handoffs whose unit is no longer the one responsible for their part of the work.
-_MOVED_ON = frozenset({HandoffState.DECLINED, HandoffState.REASSIGNED, HandoffState.RELEASED})
-
-
 def event_handlers(routing: Routing) -> dict[str, dict[str, Any]]:
     """Handlers per consumed topic name, keyed by event type."""
     return {
@@ -412,7 +438,7 @@ def event_handlers(routing: Routing) -> dict[str, dict[str, Any]]:
             IncidentClassified.event_type: routing.on_classified,
             IncidentReclassified.event_type: routing.on_reclassified,
         },
-        "deadlines": {DeadlineBreached.event_type: routing.on_breached},
+        "deadlines": {DeadlineBreached.event_type: routing.on_breached, DeadlineWarned.event_type: routing.on_warned},
         "outcomes": {
             IncidentReopened.event_type: routing.on_reopened,
             IncidentClosed.event_type: routing.on_closed,
@@ -468,23 +494,51 @@ def command_router(routing: Routing) -> APIRouter:
             raise HTTPException(404, detail=f"handoff {handoff_id} not found")
         return handoff_view(handoff, routing.now())
 
-    @router.get("/incidents/{incident_id}/handoffs", summary="Every handoff of an incident")
+    @router.get("/incidents/{incident_id}/handoffs", summary="Every handoff of an incident; whether all units reported")
     async def incident_handoffs(incident_id: str) -> dict:
         async with engine.connect() as conn:
             handoffs = await repo.incident_handoffs(conn, incident_id)
         if not handoffs:
             raise HTTPException(404, detail=f"incident {incident_id} has no handoffs")
         now = routing.now()
-        return {"incident_id": incident_id, "handoffs": [handoff_view(h, now) for h in handoffs]}
+        status = domain.report_status(handoffs)
+        return {
+            "incident_id": incident_id,
+            "all_reported": status.all_reported,
+            "all_reported_at": status.all_reported_at.isoformat() if status.all_reported_at else None,
+            "waiting_on": list(status.waiting_on),
+            "handoffs": [handoff_view(h, now) for h in handoffs],
+        }
+
+    async def queue_of(unit_ids: list[str]) -> list[dict[str, Any]]:
+        async with engine.connect() as conn:
+            handoffs = await repo.units_queue(conn, unit_ids)
+        now = routing.now()
+        return [handoff_view(h, now) for h in handoffs]
 
     @router.get("/units/{unit_id}/queue", summary="A unit's open handoffs, soonest report deadline first")
     async def unit_queue(unit_id: str) -> dict:
         if routing.index.unit(unit_id) is None:
             raise HTTPException(404, detail=f"unit {unit_id} not found")
+        return {"unit_id": unit_id, "handoffs": await queue_of([unit_id])}
+
+    @router.get("/departments/{code}/queue", summary="A department's open handoffs (one district or all), soonest due first")
+    async def department_queue(code: str, district_id: str | None = Query(default=None)) -> dict:
+        units = routing.index.units_of(code, district_id)
+        if not units:
+            raise HTTPException(404, detail=f"no unit of department {code!r}" + (f" in {district_id}" if district_id else ""))
+        return {"department": code, "district_id": district_id, "handoffs": await queue_of([u.id for u in units])}
+
+    @router.get("/command-centres/{district_id}/queue", summary="What a district command centre owns, soonest due first")
+    async def command_centre_queue(district_id: str) -> dict:
+        unit_id = routing.index.command_centre_of(district_id)
+        if unit_id is None:
+            raise HTTPException(404, detail=f"district {district_id} not found")
         async with engine.connect() as conn:
-            handoffs = await repo.unit_queue(conn, unit_id)
+            handoffs = await repo.units_queue(conn, [unit_id])
         now = routing.now()
-        return {"unit_id": unit_id, "handoffs": [handoff_view(h, now) for h in handoffs]}
+        items = [{**handoff_view(h, now), "why": domain.why_at_command_centre(h)} for h in handoffs]
+        return {"district_id": district_id, "unit_id": unit_id, "handoffs": items}
 
     @router.get("/units/{unit_id}", summary="A unit with its members")
     async def get_unit(unit_id: str) -> dict:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, select
+from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.vocabulary import Category, DeclineReason, Disposition, HandoffRole, HandoffState, Urgency
@@ -171,11 +172,24 @@ async def open_escalations(conn: AsyncConnection, root_id: str) -> list[Handoff]
     return [to_handoff(r) for r in (await conn.execute(query)).all()]
 
 
+async def chain_escalation_level(conn: AsyncConnection, root_id: str) -> int:
+    """The highest escalation rung ever raised for a chain (0: none), so the ladder only climbs."""
+    query = select(func.max(handoffs.c.escalation_level)).where(
+        handoffs.c.chain_root_id == root_id, handoffs.c.role == HandoffRole.ESCALATION.value
+    )
+    return (await conn.execute(query)).scalar() or 0
+
+
 async def unit_queue(conn: AsyncConnection, unit_id: str, limit: int = 200) -> list[Handoff]:
     """A unit's open handoffs, soonest report deadline first."""
+    return await units_queue(conn, [unit_id], limit)
+
+
+async def units_queue(conn: AsyncConnection, unit_ids: Collection[str], limit: int = 200) -> list[Handoff]:
+    """The open handoffs of a set of units (a department, a command centre), soonest report deadline first."""
     query = (
         select(handoffs)
-        .where(handoffs.c.unit_id == unit_id, handoffs.c.state.in_([s.value for s in OPEN_STATES]))
+        .where(handoffs.c.unit_id.in_(list(unit_ids)), handoffs.c.state.in_([s.value for s in OPEN_STATES]))
         .order_by(handoffs.c.report_due_at, handoffs.c.handoff_id)
         .limit(limit)
     )

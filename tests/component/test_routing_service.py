@@ -81,10 +81,10 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_routing(database_url: str) -> AsyncIterator[Harness]:
+async def running_routing(database_url: str, clock: FakeClock | None = None, **options: object) -> AsyncIterator[Harness]:
     """The routing app on a database, with the in-memory broker and an HTTP client."""
-    clock = FakeClock()
-    settings = RoutingSettings(database_url=database_url, log_json=False, outbox_poll_seconds=30)
+    clock = clock or FakeClock()
+    settings = RoutingSettings(database_url=database_url, log_json=False, outbox_poll_seconds=30, **options)
     app = create_app(settings, clock=clock)
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
