@@ -37,7 +37,7 @@ class TopicSpec:
 INTAKE_INCIDENTS = TopicSpec(
     name="gridwhistle.intake.incidents",
     owner="intake",
-    consumers=("classification", "routing", "closure", "console"),
+    consumers=("classification", "closure", "console"),
     events=("IncidentReported", "DuplicateLinked"),
     description="Reports raised by grid workers (上报).",
 )
@@ -67,7 +67,7 @@ ROUTING_HANDOFFS = TopicSpec(
 SLA_DEADLINES = TopicSpec(
     name="gridwhistle.sla.deadlines",
     owner="sla_timer",
-    consumers=("routing", "intake", "closure", "console"),
+    consumers=("routing", "intake", "console"),
     events=(
         "DeadlineArmed",
         "DeadlineWarned",
