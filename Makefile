@@ -29,7 +29,7 @@ BOOT_PY = $(if $(wildcard $(VENV_PY)),$(VENV_PY),$(PYTHON))
 PYTEST = run_pytest() { $(VENV_PY) -m pytest -ra --durations=15 --junitxml=test-artifacts/junit.xml $(PYTEST_ARGS) "$$@"; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "warning: pytest collected no tests"; return 0; fi; return $$rc; }; run_pytest
 
-.PHONY: help venv kafka-jars ops-tools run test test-all clean distclean
+.PHONY: help venv kafka-jars ops-tools asyncapi-tools run test test-all clean distclean
 
 help:
 	@echo "make venv        create $(VENV) and install gridwhistle with its dev extras"
@@ -79,12 +79,19 @@ $(TOOLS_BIN)/kubeconform:
 	@GOBIN=$(abspath $(TOOLS_BIN)) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION) \
 		|| echo "warning: could not install kubeconform (needs Go)" >&2
 
-test: venv kafka-jars ops-tools
+# The official AsyncAPI parser (Node) that tests/contract/test_asyncapi.py runs on contracts/asyncapi.yaml.
+asyncapi-tools: tools/asyncapi/node_modules/.package-lock.json
+
+tools/asyncapi/node_modules/.package-lock.json: tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@cd tools/asyncapi && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json \
+		|| echo "warning: could not install tools/asyncapi (needs Node 20+ and npm)" >&2
+
+test: venv kafka-jars ops-tools asyncapi-tools
 	@mkdir -p test-artifacts
 	@echo 'pytest -m "not slow" $(PYTEST_ARGS)'
 	@$(PYTEST) -m "not slow"
 
-test-all: venv kafka-jars ops-tools
+test-all: venv kafka-jars ops-tools asyncapi-tools
 	@mkdir -p test-artifacts
 	@echo 'pytest $(PYTEST_ARGS)'
 	@$(PYTEST)
