@@ -486,8 +486,10 @@ def plan_escalation(
         level, repeat = TOP_LEVEL, breached.escalation_repeat + 1
         if repeat > max_repeats:
             return None
-    if level == LEVEL_DUTY_DESK and route.duty_desk_unit_id is None:
-        level = LEVEL_COMMAND_CENTRE  # an unknown grid has no station: straight to the top
+    if level == LEVEL_DUTY_DESK and route.duty_desk_unit_id in (None, breached.unit_id):
+        # An unknown grid has no station, and a late desk (e.g. standing in at night) cannot chase
+        # itself: straight to the top.
+        level = LEVEL_COMMAND_CENTRE
     reason = f"report deadline breached by unit {breached.unit_id}"
     if repeat:
         reason += f" (repeat {repeat} of {max_repeats} at the top level)"
@@ -502,10 +504,11 @@ def plan_warning_escalation(
         return None  # reported already, moved on, or itself a rung: rungs climb on breach only
     if raised_level or not policy.escalates_on_warning(warned.urgency, fraction):
         return None
-    summons = _rung(index.route(warned.grid_id), LEVEL_DUTY_DESK)
+    route = index.route(warned.grid_id)
+    level = LEVEL_DUTY_DESK if route.duty_desk_unit_id is not None else LEVEL_COMMAND_CENTRE
+    summons = _rung(route, level)
     if summons.unit_id == warned.unit_id:
-        return None  # the desk itself is late: its breach climbs to the command centre
-    level = LEVEL_DUTY_DESK if summons.reason == "station_duty_desk" else LEVEL_COMMAND_CENTRE
+        return None  # the first rung itself is late: its breach climbs past it
     reason = f"warning: {fraction:.0%} of the report window of unit {warned.unit_id} elapsed without a report"
     return EscalationStep(level=level, repeat=0, summons=summons, reason=reason)
 

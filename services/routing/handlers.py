@@ -510,11 +510,15 @@ def command_router(routing: Routing) -> APIRouter:
             "handoffs": [handoff_view(h, now) for h in handoffs],
         }
 
-    async def queue_of(unit_ids: list[str]) -> list[dict[str, Any]]:
+    async def queue_of(unit_ids: list[str], *, with_why: bool = False) -> list[dict[str, Any]]:
         async with engine.connect() as conn:
             handoffs = await repo.units_queue(conn, unit_ids)
         now = routing.now()
-        return [handoff_view(h, now) for h in handoffs]
+        views = [handoff_view(h, now) for h in handoffs]
+        if with_why:
+            for view, handoff in zip(views, handoffs, strict=True):
+                view["why"] = domain.why_at_command_centre(handoff)
+        return views
 
     @router.get("/units/{unit_id}/queue", summary="A unit's open handoffs, soonest report deadline first")
     async def unit_queue(unit_id: str) -> dict:
@@ -534,11 +538,7 @@ def command_router(routing: Routing) -> APIRouter:
         unit_id = routing.index.command_centre_of(district_id)
         if unit_id is None:
             raise HTTPException(404, detail=f"district {district_id} not found")
-        async with engine.connect() as conn:
-            handoffs = await repo.units_queue(conn, [unit_id])
-        now = routing.now()
-        items = [{**handoff_view(h, now), "why": domain.why_at_command_centre(h)} for h in handoffs]
-        return {"district_id": district_id, "unit_id": unit_id, "handoffs": items}
+        return {"district_id": district_id, "unit_id": unit_id, "handoffs": await queue_of([unit_id], with_why=True)}
 
     @router.get("/units/{unit_id}", summary="A unit with its members")
     async def get_unit(unit_id: str) -> dict:

@@ -67,11 +67,13 @@ def test_breach_of_a_chain_already_at_the_top_repeats_there_within_the_cap() -> 
     assert domain.plan_escalation(INDEX, handoff, max_repeats=0, raised_level=LEVEL_COMMAND_CENTRE) is None
 
 
-def test_a_late_duty_desk_is_not_escalated_to_itself_on_warning() -> None:
+def test_a_late_duty_desk_is_never_escalated_to_itself() -> None:
     now = FakeClock().now()
-    desk = domain.dispatch(
+    desk = domain.dispatch(  # e.g. standing in for an off-duty officer at night
         "inc-1", domain.Summons("U-DESK-S0101", "police", HandoffRole.LEAD, "test"), category=Category.THEFT,
         urgency=Urgency.URGENT, grid_id=GRID, dispatched_at=now, report_due_at=now + timedelta(minutes=15),
         sequence="whistle",
     )
     assert domain.plan_warning_escalation(INDEX, desk, 0.8, URGENT_ON_80) is None
+    step = domain.plan_escalation(INDEX, desk, max_repeats=3)
+    assert (step.level, step.summons.unit_id) == (LEVEL_COMMAND_CENTRE, "U-CMD-D01")
