@@ -13,9 +13,8 @@ from contracts.asyncapi import Subscription
 from contracts.envelope import Command, Event
 from contracts.events import CATALOGUE
 from contracts.examples import example_envelope, example_event
-from contracts.topics import TOPICS, TopicSpec
+from contracts.topics import DAY_MS, TOPICS, TopicSpec
 
-DAY_MS = 24 * 60 * 60 * 1000
 _CONSTRAINTS = {
     "minLength": "min length",
     "maxLength": "max length",

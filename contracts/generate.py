@@ -97,10 +97,11 @@ def _schema_text(schema: dict) -> str:
 def generated_files() -> dict[Path, str]:
     """Every generated file and its expected content."""
     files = {TOPICS_FILE: TOPICS_HEADER + yaml.safe_dump(provisioning_document(), sort_keys=False, allow_unicode=True)}
-    for (event_type, version), schema in current_schemas().items():
+    schemas = current_schemas()
+    for (event_type, version), schema in schemas.items():
         files[schema_path(SCHEMA_DIR, event_type, version)] = _schema_text(schema)
     carried = {event for spec in TOPICS for event in spec.events}
-    payloads = {m: event_schema(m) for m in CATALOGUE.models() if m.event_type in carried}
+    payloads = {m: schemas[(m.event_type, m.version)] for m in CATALOGUE.models() if m.event_type in carried}
     subscriptions = service_subscriptions()
     files[ASYNCAPI_FILE] = ASYNCAPI_HEADER + yaml.safe_dump(
         asyncapi_document(subscriptions, payloads), sort_keys=False, allow_unicode=True, width=120
