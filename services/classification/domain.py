@@ -1,117 +1,138 @@
-"""Pure triage rules: category and urgency from a report's text. No I/O, no framework.
+"""Pure triage (分流): category and urgency from a report's text. No I/O, no framework.
+
+The classification standard (categories, default urgencies, keywords, urgency markers, negation
+cues) is versioned data, parsed here from a plain mapping into a `Taxonomy`. A statistical model
+is optional and reaches this module only through the `CategoryModel` protocol, so the rules can
+be tested and reasoned about alone.
 
 The worst error this service can make is calling an emergency "general" (a 2-hour clock on a
 15-minute matter), so urgency errs towards urgent: any danger marker that is not negated makes
-the incident urgent, and so does an empty or unreadable report.
+the incident urgent, so does a report that could well belong to an urgent category, and so does
+an empty or unreadable report.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from contracts.vocabulary import Category, Urgency
 
-RULES_VERSION = "rules-2026.11.1"
+# Chinese negation reaches only a few characters back ("没有人受伤"); English a few words
+# ("no one was hurt"). Neither crosses a clause boundary ("没有报警，有人受伤" is urgent).
+NEGATION_WINDOW_ZH = 6
+NEGATION_WINDOW_EN_WORDS = 4
+_CLAUSE_BREAK = re.compile(r"[,.!?;:，。！？；：\n]|但是|但|可是|不过|\bbut\b")
+_ENGLISH_WORD = re.compile(r"[a-z']+")
+# Urgent-category probability mass above which an uncertain report is treated as urgent.
+URGENT_DOUBT_MASS = 0.3
+# Weight of the statistical model against the keyword rules when both have an opinion; chosen
+# by template-grouped cross-validation on the training split (evaluate --dev), never held-out.
+MODEL_WEIGHT = 0.4
+# A category hint from the grid worker counts like this many keyword hits.
+HINT_WEIGHT = 1.5
 
-# Keywords per category, Chinese and English. Chinese has no word spaces, so matching is by
-# substring; English by word prefix.
-CATEGORY_KEYWORDS: dict[Category, tuple[str, ...]] = {
-    Category.FIRE: ("🔥", "着火", "起火", "火灾", "冒烟", "烟雾", "火苗", "烧起来", "fire", "smoke", "burning", "flames"),
-    Category.MEDICAL_EMERGENCY: (
-        "晕倒", "昏迷", "心脏病", "呼吸困难", "抽搐", "急救", "120", "倒地", "不省人事", "中风",
-        "unconscious", "collapsed", "heart attack", "not breathing", "ambulance", "seizure", "stroke",
-    ),
-    Category.VIOLENCE: (
-        "打架", "斗殴", "殴打", "打人", "持刀", "砍人", "动手", "家暴", "行凶", "群殴",
-        "fight", "fighting", "assault", "knife", "stabbing", "beating", "attacked", "domestic violence",
-    ),
-    Category.TRAFFIC_ACCIDENT: (
-        "车祸", "撞车", "追尾", "交通事故", "撞人", "翻车", "被车撞",
-        "car crash", "collision", "traffic accident", "hit by a car", "crash",
-    ),
-    Category.MISSING_PERSON: (
-        "走失", "失踪", "找不到人", "不见了", "没回家", "missing", "lost child", "wandered off",
-    ),
-    Category.TELECOM_FRAUD: (
-        "诈骗", "骗子", "转账", "冒充", "刷单", "验证码", "安全账户", "中奖", "杀猪盘",
-        "fraud", "scam", "scammer", "transfer money", "impersonat",
-    ),
-    Category.THEFT: (
-        "偷", "盗", "被窃", "小偷", "扒窃", "失窃", "电动车被", "撬锁",
-        "theft", "stolen", "steal", "burglary", "thief", "pickpocket",
-    ),
-    Category.NEIGHBOUR_DISPUTE: (
-        "邻居", "邻里", "楼上", "楼下", "吵架", "争吵", "纠纷", "漏水", "占用楼道",
-        "neighbour", "neighbor", "quarrel", "argument", "dispute",
-    ),
-    Category.MEDIATION_REQUEST: (
-        "调解", "协调", "欠薪", "工资", "房东", "租客", "合同", "mediation", "mediate", "unpaid wages", "landlord",
-    ),
-    Category.SAFETY_HAZARD: (
-        "隐患", "燃气泄漏", "煤气泄漏", "漏气", "电线", "私拉", "飞线充电", "危房", "井盖", "消防通道", "坍塌", "裂缝",
-        "hazard", "gas leak", "exposed wire", "manhole", "collapse", "fire exit blocked",
-    ),
-    Category.CONSULTATION: (
-        "咨询", "办证", "身份证", "户口", "居住证", "证明", "怎么办理", "请问",
-        "consultation", "how do i", "id card", "residence permit", "certificate", "hukou",
-    ),
-    Category.ENVIRONMENT: (
-        "垃圾", "污水", "臭", "环境卫生", "乱扔", "堆放", "下水道", "堵塞", "油烟",
-        "garbage", "trash", "sewage", "smell", "litter", "rubbish", "sanitation",
-    ),
-    Category.CIVIL_AFFAIRS: (
-        "低保", "独居老人", "困难家庭", "救助", "残疾", "孤寡", "流浪", "养老",
-        "subsidy", "elderly living alone", "homeless", "welfare", "disabled",
-    ),
-    Category.MARKET_SAFETY: (
-        "食品", "过期", "变质", "无证经营", "假货", "食物中毒", "餐馆", "价格欺诈",
-        "food", "expired", "counterfeit", "unlicensed", "food poisoning",
-    ),
-    Category.NOISE: ("噪音", "太吵", "施工", "吵闹", "扰民", "广场舞", "装修声", "施工噪声", "noise", "noisy", "loud music"),
-}
 
-# Categories that are urgent by nature, whatever the wording.
-URGENT_BY_DEFAULT = frozenset(
-    {
-        Category.FIRE,
-        Category.MEDICAL_EMERGENCY,
-        Category.VIOLENCE,
-        Category.TRAFFIC_ACCIDENT,
-        Category.MISSING_PERSON,
-        Category.TELECOM_FRAUD,
+@dataclass(frozen=True)
+class CategoryRule:
+    """One category of the classification standard."""
+
+    category: Category
+    default_urgency: Urgency
+    description_zh: str
+    description_en: str
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """The versioned classification standard: categories, urgency markers, negation cues."""
+
+    version: str
+    categories: Mapping[Category, CategoryRule]
+    urgency_markers: Mapping[str, tuple[str, ...]]
+    weak_markers: frozenset[str]
+    negations_zh: tuple[str, ...]
+    negations_en: frozenset[str]
+    not_negations: tuple[str, ...]
+    _patterns: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def urgent_by_default(self) -> frozenset[Category]:
+        """Categories whose default urgency is urgent."""
+        return frozenset(c for c, rule in self.categories.items() if rule.default_urgency is Urgency.URGENT)
+
+    def pattern(self, keyword: str) -> re.Pattern[str]:
+        """Compiled matcher of a keyword: substring for Chinese, word prefix for English."""
+        compiled = self._patterns.get(keyword)
+        if compiled is None:
+            prefix = r"(?<![a-z0-9])" if keyword[:1].isascii() and keyword[:1].isalnum() else ""
+            compiled = self._patterns[keyword] = re.compile(prefix + re.escape(keyword))
+        return compiled
+
+
+def parse_taxonomy(data: Mapping[str, Any]) -> Taxonomy:
+    """Build a Taxonomy from its data (the parsed taxonomy YAML); every Category must be present."""
+    raw_categories = data["categories"]
+    missing = {c.value for c in Category} - set(raw_categories)
+    if missing:
+        raise ValueError(f"taxonomy {data.get('version')} lacks categories: {sorted(missing)}")
+    categories = {
+        Category(name): CategoryRule(
+            category=Category(name),
+            default_urgency=Urgency(entry["default_urgency"]),
+            description_zh=entry["description"]["zh"],
+            description_en=entry["description"]["en"],
+            keywords=tuple(str(k).lower() for k in entry.get("keywords") or ()),
+        )
+        for name, entry in raw_categories.items()
     }
-)
+    markers = {kind: tuple(str(w).lower() for w in words) for kind, words in data["urgency_markers"].items()}
+    weak = frozenset(data.get("weak_markers") or ())
+    if not weak <= set(markers):
+        raise ValueError(f"weak markers {sorted(weak - set(markers))} are not urgency markers")
+    negations = data["negations"]
+    return Taxonomy(
+        version=str(data["version"]),
+        categories=categories,
+        urgency_markers=markers,
+        weak_markers=weak,
+        negations_zh=tuple(negations["zh"]),
+        negations_en=frozenset(n.strip() for n in negations["en"]),
+        not_negations=tuple(str(n).lower() for n in negations.get("not_negations") or ()),
+    )
 
-# Danger to life, violence, fire, injury, vulnerable people, ongoing crime.
-URGENCY_MARKERS: dict[str, tuple[str, ...]] = {
-    "danger_to_life": ("救命", "自杀", "跳楼", "轻生", "生命危险", "溺水", "help!", "suicide", "drowning", "life-threatening"),
-    "injury": ("受伤", "流血", "出血", "骨折", "昏迷", "伤者", "injur", "bleeding", "blood", "wounded", "hurt"),
-    "violence": ("🔪", "打架", "持刀", "砍", "殴打", "斗殴", "刀", "枪", "knife", "gun", "weapon", "fighting", "attack"),
-    "fire": ("🔥", "着火", "起火", "火灾", "冒烟", "燃气泄漏", "煤气泄漏", "爆炸", "fire", "smoke", "gas leak", "explosion"),
-    "vulnerable": ("老人", "小孩", "儿童", "孩子", "孕妇", "残疾人", "elderly", "child", "kid", "pregnant", "toddler"),
-    "ongoing": ("正在", "马上", "紧急", "快来", "现在", "right now", "in progress", "urgent", "hurry", "emergency"),
-}
-# A vulnerable person alone is not an emergency (a consultation about an elderly parent's
-# subsidy is not); it raises urgency only together with another danger or an ongoing event.
-WEAK_MARKERS = frozenset({"vulnerable", "ongoing"})
 
-_NEGATIONS_ZH = ("没有", "没", "无", "未", "不是", "并未", "并没有")
-_NEGATIONS_EN = ("no ", "not ", "nobody ", "no one ", "without ", "never ")
-_NEGATION_WINDOW = 6
+@dataclass(frozen=True)
+class ModelOpinion:
+    """What a statistical model thinks: a probability per category and the features behind it."""
+
+    probabilities: Mapping[Category, float]
+    top_features: tuple[str, ...] = ()
+
+
+class CategoryModel(Protocol):
+    """A trained text model as the domain sees it."""
+
+    version: str
+
+    def predict(self, text: str) -> ModelOpinion:
+        """Category probabilities for a normalised report text."""
+        ...
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome of triage for one report."""
+    """The outcome of triage for one report, with its reasons."""
 
     category: Category
     urgency: Urgency
     priority: int
     confidence: float
-    rules_fired: tuple[str, ...] = field(default_factory=tuple)
-    needs_review: bool = False
-    version: str = RULES_VERSION
+    rules_fired: tuple[str, ...]
+    needs_review: bool
+    version: str
 
 
 def normalise(text: str) -> str:
@@ -120,70 +141,105 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _negated(text: str, start: int) -> bool:
-    before = text[max(0, start - _NEGATION_WINDOW) : start]
-    return any(n in before for n in _NEGATIONS_ZH) or any(before.endswith(n) or n in before for n in _NEGATIONS_EN)
+def _clause_before(text: str, start: int) -> str:
+    before = text[:start]
+    breaks = list(_CLAUSE_BREAK.finditer(before))
+    return before[breaks[-1].end() :] if breaks else before
 
 
-def _hits(text: str, keywords: tuple[str, ...]) -> list[str]:
+def _negated(taxonomy: Taxonomy, text: str, start: int) -> bool:
+    clause = _clause_before(text, start)
+    if any(q in clause for q in taxonomy.not_negations):
+        return False  # a question or uncertainty ("有没有人受伤"): when in doubt, not negated
+    if any(n in clause[-NEGATION_WINDOW_ZH:] for n in taxonomy.negations_zh):
+        return True
+    words = _ENGLISH_WORD.findall(clause)[-NEGATION_WINDOW_EN_WORDS:]
+    return any(w in taxonomy.negations_en or w.endswith("n't") for w in words)
+
+
+def _hits(taxonomy: Taxonomy, text: str, keywords: tuple[str, ...]) -> list[str]:
     found = []
     for word in keywords:
-        for match in re.finditer(re.escape(word), text):
-            if not _negated(text, match.start()):
-                found.append(word)
-                break
+        if any(not _negated(taxonomy, text, m.start()) for m in taxonomy.pattern(word).finditer(text)):
+            found.append(word)
     return found
 
 
-def classify(description: str, category_hint: Category | None = None, review_threshold: float = 0.6) -> Decision:
-    """Decide category and urgency; when in doubt, urgent."""
-    text = normalise(description)
-    fired: list[str] = []
-    scores: dict[Category, float] = {}
-    for category, keywords in CATEGORY_KEYWORDS.items():
-        hits = _hits(text, keywords)
-        if hits:
-            # Longer phrases are more specific than single words ("fire exit blocked" vs "fire").
-            scores[category] = sum(1 + min(len(h), 12) / 12 for h in hits)
-            fired.extend(f"category:{category.value}:{h}" for h in hits)
-    if category_hint is not None:
-        scores[category_hint] = scores.get(category_hint, 0.0) + 1.5
-        fired.append(f"hint:{category_hint.value}")
+class Classifier:
+    """Keyword rules of a taxonomy, optionally blended with a statistical model."""
 
-    if scores:
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], _urgent_first(kv[0])))
-        category, best = ranked[0]
-        total = sum(scores.values())
-        confidence = round(min(0.99, 0.5 + 0.5 * best / total) if total else 0.5, 3)
-    else:
-        category, confidence = Category.OTHER, 0.3
+    def __init__(self, taxonomy: Taxonomy, model: CategoryModel | None = None, review_threshold: float = 0.6):
+        self.taxonomy = taxonomy
+        self.model = model
+        self.review_threshold = review_threshold
+        self.urgent_categories = taxonomy.urgent_by_default()
+        self.version = f"{taxonomy.version}+{model.version}" if model else taxonomy.version
 
-    markers = {kind for kind, words in URGENCY_MARKERS.items() if _hits(text, words)}
-    fired.extend(f"urgency:{m}" for m in sorted(markers))
-    strong = markers - WEAK_MARKERS
-    if category in URGENT_BY_DEFAULT:
-        urgency, reason = Urgency.URGENT, "urgent-category"
-    elif strong or markers >= WEAK_MARKERS:
-        urgency, reason = Urgency.URGENT, "danger-marker"
-    elif not text and category_hint is None:
-        urgency, reason = Urgency.URGENT, "unreadable-report"
-    else:
-        urgency, reason = Urgency.GENERAL, "no-danger"
-    fired.append(f"urgency-decision:{reason}")
+    def classify(self, description: str, category_hint: Category | None = None) -> Decision:
+        """Decide category and urgency with confidence and reasons; when in doubt, urgent."""
+        text = normalise(description)
+        fired: list[str] = []
+        probabilities = self._category_probabilities(text, category_hint, fired)
+        if probabilities:
+            category, confidence = max(probabilities.items(), key=lambda kv: (kv[1], kv[0] in self.urgent_categories))
+        else:
+            category, confidence = Category.OTHER, 0.3
+        urgent_mass = sum(p for c, p in probabilities.items() if c in self.urgent_categories)
 
-    priority = _priority(urgency, strong, markers)
-    return Decision(
-        category=category,
-        urgency=urgency,
-        priority=priority,
-        confidence=confidence,
-        rules_fired=tuple(fired),
-        needs_review=confidence < review_threshold,
-    )
+        markers = {kind for kind, words in self.taxonomy.urgency_markers.items() if _hits(self.taxonomy, text, words)}
+        fired.extend(f"urgency:{m}" for m in sorted(markers))
+        strong = markers - self.taxonomy.weak_markers
+        if category in self.urgent_categories:
+            urgency, reason = Urgency.URGENT, "urgent-category"
+        elif strong or (self.taxonomy.weak_markers and markers >= self.taxonomy.weak_markers):
+            urgency, reason = Urgency.URGENT, "danger-marker"
+        elif not text and category_hint is None:
+            urgency, reason = Urgency.URGENT, "unreadable-report"
+        elif urgent_mass >= URGENT_DOUBT_MASS:
+            urgency, reason = Urgency.URGENT, "maybe-urgent-category"
+        elif confidence < self.review_threshold:
+            # Unsure what it is: a person will review it; until then it runs on the 15-minute clock.
+            urgency, reason = Urgency.URGENT, "uncertain-category"
+        else:
+            urgency, reason = Urgency.GENERAL, "no-danger"
+        fired.append(f"urgency-decision:{reason}")
 
+        confidence = round(min(confidence, 0.99), 3)
+        return Decision(
+            category=category,
+            urgency=urgency,
+            priority=_priority(urgency, strong, markers),
+            confidence=confidence,
+            rules_fired=tuple(fired),
+            needs_review=confidence < self.review_threshold or reason == "unreadable-report",
+            version=self.version,
+        )
 
-def _urgent_first(category: Category) -> int:
-    return 0 if category in URGENT_BY_DEFAULT else 1
+    def _category_probabilities(self, text: str, hint: Category | None, fired: list[str]) -> dict[Category, float]:
+        rule_scores: dict[Category, float] = {}
+        for category, rule in self.taxonomy.categories.items():
+            hits = _hits(self.taxonomy, text, rule.keywords)
+            if hits:
+                # Longer phrases are more specific than single words ("fire exit" vs "fire").
+                rule_scores[category] = sum(1 + min(len(h), 12) / 12 for h in hits)
+                fired.extend(f"category:{category.value}:{h}" for h in hits)
+        if hint is not None:
+            rule_scores[hint] = rule_scores.get(hint, 0.0) + HINT_WEIGHT
+            fired.append(f"hint:{hint.value}")
+        rule_total = sum(rule_scores.values())
+        rules = {c: s / rule_total for c, s in rule_scores.items()}
+
+        # An empty text tells a model nothing but its priors; only the hint speaks then.
+        if self.model is None or not text:
+            return rules
+        opinion = self.model.predict(text)
+        fired.extend(f"model:{feature}" for feature in opinion.top_features)
+        if not rules:
+            return dict(opinion.probabilities)
+        return {
+            c: MODEL_WEIGHT * opinion.probabilities.get(c, 0.0) + (1 - MODEL_WEIGHT) * rules.get(c, 0.0)
+            for c in set(opinion.probabilities) | set(rules)
+        }
 
 
 def _priority(urgency: Urgency, strong: set[str], markers: set[str]) -> int:

@@ -1,0 +1,114 @@
+"""Measure the classifier: `python -m services.classification.evaluate` (make eval-classifier).
+
+Default: the production classifier (model fitted on the training split) scored on the held-out
+split, which no tuning ever looks at. `--dev`: cross-validation over the training split with
+whole templates held out per fold; this is the number to tune against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.model_selection import GroupKFold
+
+from contracts.vocabulary import Category
+from services.classification.domain import Classifier, Decision
+from services.classification.model import TextModel, load_classifier, load_corpus, load_taxonomy
+
+URGENT_RECALL_GOAL = 0.98
+MACRO_F1_GOAL = 0.85
+LABELS = [c.value for c in Category]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Quality of a classifier on a set of labelled reports."""
+
+    split: str
+    n: int
+    accuracy: float
+    macro_f1: float
+    urgent_recall: float
+    urgent_precision: float
+    needs_review_share: float
+    confusion: list[list[int]]
+
+    def meets_goals(self) -> bool:
+        """Urgent recall and category macro-F1 at or above the goals."""
+        return self.urgent_recall >= URGENT_RECALL_GOAL and self.macro_f1 >= MACRO_F1_GOAL
+
+
+def evaluate(classifier: Classifier, records: list[dict], split: str) -> Evaluation:
+    """Classify every record and score categories and urgency against the labels."""
+    return score(records, [classifier.classify(r["text"]) for r in records], split)
+
+
+def score(records: list[dict], decisions: list[Decision], split: str) -> Evaluation:
+    """Score decisions (one per record, same order) against the records' labels."""
+    true_categories = [r["category"] for r in records]
+    predicted_categories = [d.category.value for d in decisions]
+    true_urgent = [r["urgency"] == "urgent" for r in records]
+    predicted_urgent = [d.urgency.value == "urgent" for d in decisions]
+    present = [label for label in LABELS if label in true_categories]
+    return Evaluation(
+        split=split,
+        n=len(records),
+        accuracy=round(accuracy_score(true_categories, predicted_categories), 4),
+        macro_f1=round(f1_score(true_categories, predicted_categories, labels=present, average="macro"), 4),
+        urgent_recall=round(recall_score(true_urgent, predicted_urgent), 4),
+        urgent_precision=round(recall_score(predicted_urgent, true_urgent), 4),
+        needs_review_share=round(sum(d.needs_review for d in decisions) / len(decisions), 4),
+        confusion=confusion_matrix(true_categories, predicted_categories, labels=LABELS).tolist(),
+    )
+
+
+def evaluate_heldout() -> Evaluation:
+    """The production classifier on the held-out split."""
+    return evaluate(load_classifier(), load_corpus(split="heldout"), "heldout")
+
+
+def evaluate_dev(folds: int = 5) -> Evaluation:
+    """Template-grouped cross-validation on the training split (for tuning, never held-out)."""
+    records = load_corpus(split="train")
+    taxonomy = load_taxonomy()
+    pooled: list[dict] = []
+    decisions: list[Decision] = []
+    for train_idx, test_idx in GroupKFold(n_splits=folds).split(records, groups=[r["template"] for r in records]):
+        classifier = Classifier(taxonomy, TextModel.fit([records[i] for i in train_idx]))
+        fold = [records[i] for i in test_idx]
+        pooled.extend(fold)
+        decisions.extend(classifier.classify(r["text"]) for r in fold)
+    return score(pooled, decisions, f"train-cv{folds}")
+
+
+def format_report(result: Evaluation) -> str:
+    """Human-readable metrics and confusion matrix."""
+    short = [label[:6] for label in LABELS]
+    lines = [
+        f"split={result.split} n={result.n}",
+        f"accuracy={result.accuracy:.3f} macro_f1={result.macro_f1:.3f} (goal >= {MACRO_F1_GOAL})",
+        f"urgent_recall={result.urgent_recall:.3f} (goal >= {URGENT_RECALL_GOAL}) "
+        f"urgent_precision={result.urgent_precision:.3f} needs_review={result.needs_review_share:.3f}",
+        "confusion (rows = true, columns = predicted):",
+        " " * 18 + " ".join(f"{s:>6}" for s in short),
+    ]
+    lines += [f"{label:>17} " + " ".join(f"{v:>6}" for v in row) for label, row in zip(LABELS, result.confusion, strict=True)]
+    lines.append(f"goals met: {result.meets_goals()}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Print the evaluation as text and as one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dev", action="store_true", help="template-grouped CV on the training split")
+    args = parser.parse_args()
+    result = evaluate_dev() if args.dev else evaluate_heldout()
+    print(format_report(result))
+    print(json.dumps({k: v for k, v in asdict(result).items() if k != "confusion"}))
+
+
+if __name__ == "__main__":
+    main()
