@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from prometheus_client import Counter
 
 from contracts.commands import ReclassifyIncident
 from contracts.envelope import Envelope, correlation_for, follow_up, make_envelope
 from contracts.events import IncidentClassified, IncidentReclassified, IncidentReported
 from services.classification import repository as repo
-from services.classification.domain import classify
-from services.classification.settings import ClassificationSettings
+from services.classification.domain import Classifier
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 
 SOURCE = "classification"
 
 
-def event_handlers(runtime: ServiceRuntime, settings: ClassificationSettings) -> dict:
+def event_handlers(runtime: ServiceRuntime, classifier: Classifier) -> dict:
     """Handlers for the intake topic, keyed by event type."""
 
     classified = Counter(
@@ -29,7 +28,7 @@ def event_handlers(runtime: ServiceRuntime, settings: ClassificationSettings) ->
 
     async def on_incident_reported(uow: UnitOfWork, envelope: Envelope) -> None:
         report: IncidentReported = envelope.data  # type: ignore[assignment]
-        decision = classify(report.description, report.category_hint, settings.review_threshold)
+        decision = classifier.classify(report.description, report.category_hint)
         now = runtime.clock.now()
         stored = await repo.save_decision(
             uow.conn,
@@ -81,6 +80,12 @@ def command_router(runtime: ServiceRuntime) -> APIRouter:
             raise HTTPException(404, detail=f"incident {incident_id} has not been classified")
         return dict(row._mapping)
 
+    @router.get("/review-queue", summary="Decisions awaiting a dispatcher's review (人工复核)")
+    async def review_queue(limit: int = Query(100, ge=1, le=500)) -> dict:
+        async with runtime.engine.connect() as conn:
+            rows = await repo.list_needing_review(conn, limit=limit)
+        return {"incidents": [dict(row._mapping) for row in rows]}
+
     @router.post("/incidents/{incident_id}/reclassify", status_code=202, summary="Correct category/urgency")
     async def reclassify(incident_id: str, command: ReclassifyIncident) -> dict:
         async with runtime.unit_of_work() as uow:
@@ -88,6 +93,9 @@ def command_router(runtime: ServiceRuntime) -> APIRouter:
             if row is None:
                 raise HTTPException(404, detail=f"incident {incident_id} has not been classified")
             if row.category == command.category.value and row.urgency == command.urgency.value:
+                if row.needs_review:
+                    # The dispatcher confirmed the machine's decision: reviewed, nothing to re-route.
+                    await repo.confirm_decision(uow.conn, incident_id, decided_by=command.actor_id)
                 return {"incident_id": incident_id, "changed": False}
             now = runtime.clock.now()
             await repo.replace_decision(

@@ -41,3 +41,21 @@ async def get_decision(conn: AsyncConnection, incident_id: str) -> Any | None:
 async def replace_decision(conn: AsyncConnection, incident_id: str, **values: Any) -> None:
     """Overwrite the current decision (a dispatcher's reclassification)."""
     await conn.execute(decisions.update().where(decisions.c.incident_id == incident_id).values(**values))
+
+
+async def list_needing_review(conn: AsyncConnection, *, limit: int) -> list[Any]:
+    """Decisions flagged for review, most pressing first, then oldest first."""
+    query = (
+        select(decisions)
+        .where(decisions.c.needs_review.is_(True))
+        .order_by(decisions.c.priority, decisions.c.decided_at)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def confirm_decision(conn: AsyncConnection, incident_id: str, *, decided_by: str) -> None:
+    """A dispatcher confirmed the current decision: it no longer needs review."""
+    await conn.execute(
+        decisions.update().where(decisions.c.incident_id == incident_id).values(needs_review=False, decided_by=decided_by)
+    )
