@@ -1,11 +1,17 @@
-"""Triage rules: urgency errs towards urgent, negation is understood, hints help."""
+"""Triage rules of the shipped taxonomy alone (no model): urgency errs towards urgent, negation
+is understood, hints help."""
 
 from __future__ import annotations
 
 import pytest
 
 from contracts.vocabulary import Category, Urgency
-from services.classification.domain import RULES_VERSION, classify
+from services.classification.domain import Classifier
+from services.classification.model import load_taxonomy
+
+TAXONOMY = load_taxonomy()
+RULES = Classifier(TAXONOMY)
+classify = RULES.classify
 
 
 @pytest.mark.parametrize(
@@ -24,7 +30,7 @@ from services.classification.domain import RULES_VERSION, classify
 def test_clear_reports_get_category_and_urgency(text, category, urgency):
     decision = classify(text)
     assert (decision.category, decision.urgency) == (category, urgency)
-    assert decision.version == RULES_VERSION
+    assert decision.version == TAXONOMY.version
     assert decision.rules_fired
 
 
@@ -44,7 +50,7 @@ def test_vulnerable_person_alone_is_not_an_emergency_but_with_danger_it_is():
 
 
 def test_empty_description_with_hint_uses_the_hint():
-    decision = classify("", Category.THEFT)
+    decision = RULES.classify("", Category.THEFT)
     assert decision.category is Category.THEFT
     assert decision.urgency is Urgency.GENERAL
 
