@@ -37,6 +37,7 @@ help:
 	@echo "make run         local Kafka + every service (python -m infra.devstack); Ctrl-C stops"
 	@echo "make test        the test suite without slow tests (real Kafka and PostgreSQL)"
 	@echo "make test-all    the whole test suite, slow tests included"
+	@echo "make bench       benchmarks (BENCH_PROFILE=short|long), results in .bench/"
 	@echo "make clean       remove run state and test artifacts (.run, caches)"
 	@echo "make distclean   clean, plus the venv and the Kafka jar cache"
 
@@ -95,6 +96,12 @@ test-all: venv kafka-jars ops-tools asyncapi-tools
 	@mkdir -p test-artifacts
 	@echo 'pytest $(PYTEST_ARGS)'
 	@$(PYTEST)
+
+# Benchmarks on a real broker and PostgreSQL (bench/README.md); results in .bench/.
+BENCH_PROFILE ?= short
+.PHONY: bench
+bench: venv kafka-jars
+	$(VENV_PY) -m bench --profile $(BENCH_PROFILE)
 
 clean:
 	rm -rf .run .pytest_cache test-artifacts
