@@ -231,19 +231,19 @@ function sortByTimeLeft(items) {
 }
 
 function flags(item) {
-  if (item.breached) return `<span class="flag breach">⛔ ${t("breached")}</span>`;
-  if (item.warned) return `<span class="flag warn">⚠ ${t("warned")}</span>`;
+  if (item.breached) return `<span class="flag breach">▲ ${t("breached")}</span>`;
+  if (item.warned) return `<span class="flag warn">△ ${t("warned")}</span>`;
   return "";
 }
 
 function countdown(due) {
-  if (due === null) return `<span class="countdown stopped">✔ ${t("reported")}</span>`;
+  if (due === null) return `<span class="countdown stopped">√ ${t("reported")}</span>`;
   const ms = due - now();
   return `<span class="countdown ${ms < 0 ? "over" : ""}" data-due="${due}">${formatLeft(ms)}</span>`;
 }
 
 function handoffChip(h) {
-  const mark = h.breached && h.state === "dispatched" ? "⛔ " : h.state === "dispatched" ? "⏳ " : "✔ ";
+  const mark = h.breached && h.state === "dispatched" ? "▲ " : h.state === "dispatched" ? "○ " : "√ ";
   const role = h.role === "escalation" ? ` · ${t("escalation")}` : "";
   return `<span class="handoff ${h.breached && h.state === "dispatched" ? "breached" : ""}" data-handoff="${esc(h.handoff_id)}" data-state="${esc(h.state)}">${mark}${esc(h.unit_name)}${role} · ${esc(tt("handoffStates", h.state))}</span>`;
 }
@@ -342,7 +342,7 @@ function handoffCard(item, h) {
   return `<div class="handoff-card ${h.breached && waiting ? "breached" : ""}" data-handoff="${esc(h.handoff_id)}" data-state="${esc(h.state)}">
     <div class="line"><span class="badge ${esc(item.urgency)}">${esc(t(item.urgency || ""))}</span>
       <strong>${esc(tt("categories", item.category || "other"))}</strong> ${esc(item.grid_name || "")}
-      <span class="badge">${esc(tt("handoffStates", h.state))}</span>${h.breached && waiting ? `<span class="flag breach">⛔ ${t("breached")}</span>` : ""}
+      <span class="badge">${esc(tt("handoffStates", h.state))}</span>${h.breached && waiting ? `<span class="flag breach">▲ ${t("breached")}</span>` : ""}
       ${countdown(due)}</div>
     <div class="desc">${esc(item.description || "")} <small>${esc(item.address || "")}</small></div>
     <div class="actions">
@@ -402,7 +402,7 @@ async function loadSupervisor() {
     .map(([k, v]) => `<div class="rate" data-rate="${k}">${t(k)}<strong>${pct(v)}</strong></div>`).join("");
   $("#units-table").innerHTML = `<tr><th>${t("unit")}</th><th>${t("summoned")}</th><th>${t("reported")}</th><th>${t("breached")}</th><th>${t("onTimeRate")}</th></tr>` +
     body.units.map((u) => `<tr><td>${esc(u.unit_name)}</td><td>${u.summoned}</td><td>${u.reported}</td><td>${u.breached}</td><td>${pct(u.on_time_report_rate)}</td></tr>`).join("");
-  $("#breaches").innerHTML = body.breaches_today.map((b) => `<li>⛔ ${formatTime(b.breached_at)} ${esc(b.unit_name)}</li>`).join("") || `<li>${t("none")}</li>`;
+  $("#breaches").innerHTML = body.breaches_today.map((b) => `<li>▲ ${formatTime(b.breached_at)} ${esc(b.unit_name)}</li>`).join("") || `<li>${t("none")}</li>`;
   $("#ttr-chart").innerHTML = histogram(body.time_to_report);
 }
 
@@ -470,6 +470,7 @@ document.addEventListener("submit", (event) => {
   } else if (form.id === "report-form") {
     // One key per report attempt: a retried submit of the same form never creates a second incident.
     form.dataset.key = form.dataset.key || crypto.randomUUID();
+    $("#report-result").textContent = "";
     api("/api/v1/incidents", {
       method: "POST", headers: { "Idempotency-Key": form.dataset.key },
       body: JSON.stringify({ grid_id: $("#report-grid").value, description: $("#report-desc").value, address: $("#report-address").value || null }),

@@ -1,0 +1,202 @@
+"""The console in headless Chromium against the whole system (six processes, real Kafka and PostgreSQL).
+
+A grid worker reports from a phone-sized screen; the dispatcher's open queue shows it without a
+reload; the officer reports for duty (报到) with one click and the dispatcher sees the report
+status change live; a general matter left alone breaches its (shortened, 4 s) deadline, turns red
+and gets an escalation. Screenshots of every view go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+PASSWORD = "gridwhistle"
+
+
+def _require_browser() -> None:
+    if CHROMIUM and CHROMEDRIVER:
+        return
+    message = "headless Chromium needs the Debian packages chromium and chromium-driver (see .ci/run)"
+    if os.environ.get("CI"):
+        pytest.fail(f"missing browser on CI: {message}")
+    pytest.skip(message)
+
+
+_require_browser()
+
+from selenium import webdriver  # noqa: E402 - only once the browser is known to exist
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def open_browser(width: int, height: int) -> WebDriver:
+    """A headless Chromium window of the given size, Chinese UI, Shanghai time."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={width},{height}",
+                "--lang=zh-CN"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Shanghai"})
+    # Headless windows are at least 500 px wide; a phone viewport needs device emulation.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500},
+    )
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browsers() -> Iterator[dict[str, WebDriver]]:
+    opened: dict[str, WebDriver] = {}
+    try:
+        opened["dispatcher"] = open_browser(1366, 900)
+        opened["responder"] = open_browser(1100, 800)
+        opened["worker"] = open_browser(390, 844)
+        yield opened
+    finally:
+        for driver in opened.values():
+            driver.quit()
+
+
+def wait(driver: WebDriver, condition: Callable[[WebDriver], object], what: str, timeout: float = 30) -> object:
+    """Poll the page until `condition` is truthy; on failure keep a screenshot named after `what`."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+    except TimeoutException:
+        shot(driver, "failed-" + "".join(c if c.isalnum() else "-" for c in what)[:60])
+        raise
+
+
+def sign_in(driver: WebDriver, base: str, user_id: str) -> None:
+    driver.get(base + "/")
+    wait(driver, lambda d: d.find_element(By.ID, "login-user").is_displayed(), "login form")
+    driver.find_element(By.ID, "login-user").send_keys(user_id)
+    driver.find_element(By.ID, "login-password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, lambda d: user_id in d.find_element(By.ID, "who").text, f"{user_id} signed in")
+    wait(driver, lambda d: "实时" in d.find_element(By.ID, "live-state").text, "live stream connected")
+
+
+def shot(driver: WebDriver, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def report_from_phone(worker: WebDriver, description: str) -> str:
+    worker.find_element(By.ID, "report-desc").send_keys(description)
+    worker.find_element(By.ID, "report-address").send_keys("幸福路8号")
+    worker.find_element(By.ID, "report-submit").click()
+    result = wait(worker, lambda d: d.find_element(By.ID, "report-result").text.split()[-1]
+                  if "编号" in d.find_element(By.ID, "report-result").text else None, "report accepted")
+    return str(result)
+
+
+def item_selector(incident_id: str) -> str:
+    return f'#queue .item[data-incident="{incident_id}"]'
+
+
+def present(driver: WebDriver, css: str) -> object:
+    found = driver.find_elements(By.CSS_SELECTOR, css)
+    return found[0] if found else None
+
+
+async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_duty(stack: Stack, browsers):
+    base = stack.url("console")
+    dispatcher, responder, worker = browsers["dispatcher"], browsers["responder"], browsers["worker"]
+    worker.get(base + "/")
+    wait(worker, lambda d: d.find_element(By.ID, "login-user").is_displayed(), "login form")
+    shot(worker, "0-sign-in-phone")
+    sign_in(dispatcher, base, "desk-S0101-1")
+    sign_in(worker, base, "W0001")
+    shot(worker, "3-grid-worker-phone")
+
+    incident_id = report_from_phone(worker, "楼下有人打架，有人流血，请民警快来")
+    # The dispatcher's page was loaded before the report: the item arrives over the live stream.
+    item = wait(dispatcher, lambda d: present(d, item_selector(incident_id)), "incident appears in the dispatcher queue")
+    wait(dispatcher, lambda d: "打架斗殴" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text
+         and len(d.find_elements(By.CSS_SELECTOR, item_selector(incident_id) + " .handoff")) >= 2,
+         "classified and dispatched to the officer and health")
+    assert "紧急" in dispatcher.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text
+    countdown = dispatcher.find_element(By.CSS_SELECTOR, item_selector(incident_id) + " .countdown")
+    assert "剩余" in countdown.text
+    item = dispatcher.find_element(By.CSS_SELECTOR, item_selector(incident_id))
+    item.click()
+    wait(dispatcher, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#detail .timeline li")) >= 3, "timeline shown")
+    shot(dispatcher, "1-dispatcher-queue-and-detail")
+
+    # The co-operating health unit reports in the browser; whoever leads reports through the API.
+    sign_in(responder, base, "health-D01-1")
+    card = wait(responder, lambda d: present(d, "#my-handoffs .handoff-card[data-state='dispatched']"), "health's handoff")
+    handoff_id = card.get_attribute("data-handoff")
+    shot(responder, "2-responder-before-report")
+    card.find_element(By.CSS_SELECTOR, ".btn-ack").click()
+    wait(responder, lambda d: present(d, f".handoff-card[data-handoff='{handoff_id}'][data-state='acknowledged']"),
+         "responder's card shows the report")
+    chip = f"{item_selector(incident_id)} .handoff[data-handoff='{handoff_id}']"
+    wait(dispatcher, lambda d: present(d, chip + "[data-state='acknowledged']"), "dispatcher sees 已报到 live")
+    assert present(dispatcher, item_selector(incident_id) + " .countdown[data-due]"), "the lead has not reported yet"
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        detail = (await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}")).json()
+        for handoff in detail["handoffs"]:
+            if handoff["handoff_id"] == handoff_id:
+                continue
+            unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{handoff['unit_id']}")).json()
+            login = await client.post(f"{base}/api/v1/login", json={"user_id": unit["members"][0], "password": PASSWORD})
+            acked = await client.post(f"{base}/api/v1/handoffs/{handoff['handoff_id']}/acknowledge",
+                                      headers={"Authorization": f"Bearer {login.json()['token']}"})
+            assert acked.status_code == 200, acked.text
+    wait(dispatcher, lambda d: present(d, item_selector(incident_id) + " .countdown.stopped"),
+         "countdown stops once every summoned unit reported")
+    assert not present(dispatcher, item_selector(incident_id) + " .countdown[data-due]")
+    shot(dispatcher, "4-dispatcher-after-report")
+
+
+async def test_an_unreported_general_matter_breaches_turns_red_and_escalates(stack: Stack, browsers):
+    base = stack.url("console")
+    dispatcher, worker = browsers["dispatcher"], browsers["worker"]
+    incident_id = report_from_phone(worker, f"广场舞音响太吵，影响休息 {uuid.uuid4().hex[:4]}")
+    wait(dispatcher, lambda d: present(d, item_selector(incident_id)), "incident appears")
+    breached = wait(dispatcher, lambda d: present(d, item_selector(incident_id) + ".breached"),
+                    "item turns red after the 4 s report deadline", timeout=45)
+    assert "已超时" in breached.text and "▲" in breached.text  # not colour alone
+    wait(dispatcher, lambda d: "升级" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text,
+         "an escalation appears on the item", timeout=45)
+    background = dispatcher.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor", item_selector(incident_id)
+    )
+    assert background == "rgb(253, 226, 225)"
+    shot(dispatcher, "5-dispatcher-breach-and-escalation")
+
+
+async def test_supervisor_view_shows_rates_and_the_time_to_report_chart(stack: Stack, browsers):
+    base = stack.url("console")
+    supervisor = browsers["responder"]
+    supervisor.delete_all_cookies()
+    sign_in(supervisor, base, "sup-1")
+    wait(supervisor, lambda d: present(d, "#ttr-svg rect"), "time-to-report chart drawn")
+    rates = supervisor.find_element(By.ID, "rates").text
+    assert "响应率" in rates and "%" in rates
+    assert present(supervisor, "#breaches li")
+    shot(supervisor, "6-supervisor")
+    supervisor.find_element(By.ID, "lang-toggle").click()
+    wait(supervisor, lambda d: "Response rate" in d.find_element(By.ID, "rates").text, "English switch")
+    shot(supervisor, "7-supervisor-english")
