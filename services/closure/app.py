@@ -6,6 +6,8 @@ from fastapi import FastAPI
 
 from contracts.reference import load_reference_data
 from services.closure.handlers import CONSUMED, command_router, fact_handler
+from services.closure.kpi import grid_areas
+from services.closure.kpi_handlers import KPI_SOURCES, KpiGauges, KpiReader, gauge_refresher, kpi_router, on_kpi_fact
 from services.closure.metrics import ClosureMetrics
 from services.closure.repository import metadata
 from services.closure.settings import ClosureSettings
@@ -20,6 +22,10 @@ def create_app(settings: ClosureSettings, clock: Clock | None = None) -> FastAPI
     on_fact = fact_handler(runtime)
     for spec, purpose, event_types in CONSUMED:
         runtime.subscribe(spec, {t.event_type: on_fact for t in event_types}, purpose=purpose)
+    for spec, purpose, event_types in KPI_SOURCES:
+        runtime.subscribe(spec, {t.event_type: on_kpi_fact for t in event_types}, purpose=purpose)
     metrics = ClosureMetrics(runtime.metrics.registry)
-    router = command_router(runtime, settings, reference, metrics)
-    return runtime.http_app(title="gridwhistle closure", routers=[router])
+    kpis = KpiReader(runtime, settings, grid_areas(reference))
+    runtime.add_background("kpi-gauges", gauge_refresher(kpis, KpiGauges(runtime.metrics.registry, reference), settings))
+    routers = [command_router(runtime, settings, reference, metrics), kpi_router(kpis)]
+    return runtime.http_app(title="gridwhistle closure", routers=routers)

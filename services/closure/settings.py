@@ -17,3 +17,9 @@ class ClosureSettings(ServiceSettings):
     max_reopens: int = Field(default=2, ge=0)
     # Path of the reference data (grids and their grid workers); None means the demo city.
     reference_data: str | None = None
+    # How often the KPI gauges on /metrics are recomputed from the facts.
+    kpi_refresh_seconds: float = Field(default=30.0, gt=0)
+    # The gauges cover the last this-many days (the API takes any [from, to)).
+    kpi_gauge_window_days: int = Field(default=30, ge=1)
+    # Offset of local time from UTC that decides the day of an instant (China: +8, no DST).
+    kpi_utc_offset_hours: int = Field(default=8, ge=-12, le=14)
