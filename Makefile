@@ -103,6 +103,11 @@ BENCH_PROFILE ?= short
 bench: venv kafka-jars
 	$(VENV_PY) -m bench --profile $(BENCH_PROFILE)
 
+# Classifier quality on the held-out split (accuracy, macro-F1, confusion, urgent recall).
+.PHONY: eval-classifier
+eval-classifier: venv
+	$(VENV_PY) -m services.classification.evaluate
+
 clean:
 	rm -rf .run .pytest_cache test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
