@@ -104,3 +104,12 @@ def test_model_opinion_is_a_probability_per_category(classifier):
     assert set(opinion.probabilities) <= set(Category)
     assert sum(opinion.probabilities.values()) == pytest.approx(1.0)
     assert opinion.top_features
+
+
+def test_single_report_fast_path_gives_the_fitted_pipelines_probabilities(classifier):
+    model = classifier.model
+    for record in load_corpus(split="heldout")[::25]:
+        text = record["text"].lower()
+        expected = model.pipeline.predict_proba([text])[0]
+        got = model.predict(text).probabilities
+        assert [got[Category(c)] for c in model.pipeline.classes_] == pytest.approx(list(expected))
