@@ -4,3 +4,4 @@ CREATE DATABASE classification;
 CREATE DATABASE routing;
 CREATE DATABASE sla_timer;
 CREATE DATABASE closure;
+CREATE DATABASE console;
