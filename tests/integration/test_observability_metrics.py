@@ -45,14 +45,19 @@ def families(text: str) -> dict[str, str]:
     return {family.name: family.type for family in text_string_to_metric_families(text)}
 
 
-def total(text: str, sample_name: str) -> float:
-    """Sum of every sample called `sample_name` (all label sets)."""
-    return sum(
+def samples(text: str, sample_name: str) -> list[float]:
+    """Values of every sample called `sample_name` (one per label set)."""
+    return [
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == sample_name
-    )
+    ]
+
+
+def total(text: str, sample_name: str) -> float:
+    """Sum of every sample called `sample_name`."""
+    return sum(samples(text, sample_name))
 
 
 async def test_every_service_exposes_runtime_and_domain_metrics_with_their_types(stack: Stack):  # noqa: F811
@@ -111,13 +116,7 @@ async def test_domain_metrics_move_when_an_incident_is_reported_and_dispatched(s
             await eventually(lambda: moved(service, sample), bool, what=f"{sample} to grow", timeout=15)
 
         async def lag_partitions() -> int:
-            text = await scrape(client, stack, "routing")
-            return sum(
-                1
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-                if sample.name == "gridwhistle_routing_consumer_lag_records"
-            )
+            return len(samples(await scrape(client, stack, "routing"), "gridwhistle_routing_consumer_lag_records"))
 
         # Routing's consumers have assignments by now, so their lag is sampled per partition.
         await eventually(lag_partitions, lambda n: n > 0, what="routing's consumer lag series", timeout=15)
