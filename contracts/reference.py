@@ -164,7 +164,11 @@ class Shift(_Ref):
 
 
 class RosterEntry(_Ref):
-    """When one officer (or one unit) is on duty, and who stands in otherwise (fallback officer, then unit)."""
+    """When one officer (or one unit) is on duty, and who stands in otherwise.
+
+    Off duty, the fallback officer stands in, or that officer's own fallback officer and so on (a
+    chain), then the first on-duty fallback unit met along the chain.
+    """
 
     officer_id: str | None = None
     unit_id: str | None = None
@@ -752,23 +756,34 @@ def demo_city(grids: int = 860, officers: int = 320, stations_per_district: int 
     )
 
 
-DAY_SHIFT = (time(8, 0), time(20, 0))
+SHIFT_CHANGE = time(8, 0)
 
 
 def demo_roster(officers_by_station: dict[str, list[Officer]], desks: dict[str, str]) -> DutyRoster:
-    """Day shifts 08:00-20:00 with one rest day; partners of the same station cover each other, then the desk."""
+    """24-hour duties from 08:00 rotating in teams of three officers of a station (one on, two off).
+
+    Teammates stand in for each other, so some officer of the grid's station always answers; the
+    station duty desk is the fallback unit of last resort. Deterministic, like the rest of the demo city.
+    """
     entries = []
     for station_id, station_officers in officers_by_station.items():
-        for position, officer in enumerate(station_officers):
-            partner = station_officers[position ^ 1] if position ^ 1 < len(station_officers) else station_officers[0]
-            rest_day = WEEKDAYS[position % 7]  # partners (2k, 2k+1) never rest on the same day
-            entries.append(
-                RosterEntry(
-                    officer_id=officer.id,
-                    shifts=(Shift(days=tuple(d for d in WEEKDAYS if d != rest_day), start=DAY_SHIFT[0], end=DAY_SHIFT[1]),),
-                    fallback_officer_id=partner.id if partner.id != officer.id else None,
-                    # Nights and days both partners are off: the station duty desk is staffed around the clock.
-                    fallback_unit_id=desks[station_id],
+        teams = [station_officers[i:i + 3] for i in range(0, len(station_officers), 3)]
+        if len(teams) > 1 and len(teams[-1]) < 3:  # a short last team would work every other day or daily
+            short = teams.pop()
+            teams[-1] = teams[-1] + short
+        for team in teams:
+            for position, officer in enumerate(team):
+                # Day d of the week (mon = 0) belongs to teammate d mod team size: mon/thu/sun, tue/fri, wed/sat.
+                days = tuple(day for d, day in enumerate(WEEKDAYS) if d % len(team) == position)
+                relief = team[(position + 1) % len(team)]
+                entries.append(
+                    RosterEntry(
+                        officer_id=officer.id,
+                        # end == start: the duty runs 24 hours, into the next morning.
+                        shifts=(Shift(days=days, start=SHIFT_CHANGE, end=SHIFT_CHANGE),),
+                        # Teammates form a ring, so following fallbacks always reaches the one on duty.
+                        fallback_officer_id=relief.id if relief is not officer else None,
+                        fallback_unit_id=desks[station_id],
+                    )
                 )
-            )
-    return DutyRoster(version="demo-roster-2026.1", timezone="Asia/Shanghai", entries=tuple(entries))
+    return DutyRoster(version="demo-roster-2026.2", timezone="Asia/Shanghai", entries=tuple(entries))

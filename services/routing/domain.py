@@ -121,7 +121,11 @@ class RoutingIndex:
         return [u for u in units if u is not None]
 
     def staff(self, summons: Summons, route: GridRoute, at: datetime | None) -> Summons:
-        """The summons as the roster has it at `at`: the unit if on duty, else its fallback officer, unit, desk."""
+        """The summons as the roster has it at `at`: the unit if on duty, else who the roster says stands in.
+
+        Off duty: the chain of fallback officers until one is on duty, then the fallback units met
+        along that chain, then the grid's station duty desk, then the command centre (兜底).
+        """
         roster = self.ref.roster
         entry = self.ref.roster_entry(summons.unit_id)
         if at is None or roster is None or entry is None:
@@ -129,19 +133,33 @@ class RoutingIndex:
         local = roster.local(at)
         if entry.on_duty(local):
             return summons
-        fallback_officer = self.ref.officer(entry.fallback_officer_id) if entry.fallback_officer_id else None
-        candidates = [
-            (fallback_officer.unit_id if fallback_officer else None, "roster_fallback:officer"),
-            (entry.fallback_unit_id, "roster_fallback:unit"),
-            (route.duty_desk_unit_id, "roster_fallback:duty_desk"),
-        ]
-        for unit_id, reason in candidates:
-            unit = self.unit(unit_id) if unit_id else None
-            standby = self.ref.roster_entry(unit.id) if unit else None
-            if unit is not None and unit.id != summons.unit_id and (standby is None or standby.on_duty(local)):
-                return Summons(unit.id, unit.department, summons.role, reason, stands_in_for=summons.unit_id)
-        return Summons(route.command_centre_unit_id, COMMAND, summons.role, "roster_fallback:command_centre",
-                       stands_in_for=summons.unit_id)
+
+        def on_duty(unit_id: str) -> bool:
+            standby = self.ref.roster_entry(unit_id)
+            return standby is None or standby.on_duty(local)
+
+        def stand_in(unit_id: str, reason: str) -> Summons:
+            unit = self.unit(unit_id)
+            department = unit.department if unit else COMMAND
+            return Summons(unit_id, department, summons.role, reason, stands_in_for=summons.unit_id)
+
+        chain, seen = [entry], {summons.unit_id}
+        while chain[-1].fallback_officer_id:
+            officer = self.ref.officer(chain[-1].fallback_officer_id)
+            if officer is None or officer.unit_id in seen:
+                break  # a closed ring: everybody in it is off duty
+            standby = self.ref.roster_entry(officer.unit_id)
+            if standby is None or standby.on_duty(local):
+                return stand_in(officer.unit_id, "roster_fallback:officer")
+            seen.add(officer.unit_id)
+            chain.append(standby)
+        for link in chain:
+            if link.fallback_unit_id and link.fallback_unit_id not in seen and self.unit(link.fallback_unit_id):
+                if on_duty(link.fallback_unit_id):
+                    return stand_in(link.fallback_unit_id, "roster_fallback:unit")
+        if route.duty_desk_unit_id and route.duty_desk_unit_id not in seen and on_duty(route.duty_desk_unit_id):
+            return stand_in(route.duty_desk_unit_id, "roster_fallback:duty_desk")
+        return stand_in(route.command_centre_unit_id, "roster_fallback:command_centre")
 
     def units_of(self, department: str, district_id: str | None = None) -> list[Unit]:
         """Every unit of a department (in one district when given)."""

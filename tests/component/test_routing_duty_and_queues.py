@@ -12,9 +12,9 @@ from contracts.events import DeadlineBreached, DeadlineWarned
 from contracts.topics import SLA_DEADLINES
 from contracts.vocabulary import Category, DeadlineKind, Urgency
 from services.runtime.clock import FakeClock
-from tests.component.test_routing_service import GRID, Harness, new_incident, running_routing
+from tests.component.test_routing_service import Harness, new_incident, running_routing
 
-SHANGHAI_11PM_THURSDAY = datetime(2026, 1, 1, 15, 0, tzinfo=UTC)
+SHANGHAI_FRIDAY_10AM = datetime(2026, 1, 2, 2, 0, tzinfo=UTC)  # P0001 is off; teammate P0013 is on duty
 
 
 @pytest.fixture
@@ -35,14 +35,14 @@ async def signal(harness: Harness, incident: str, handoff: dict, *, fraction: fl
     await harness.publish(SLA_DEADLINES, event, incident)
 
 
-async def test_off_duty_grid_officer_is_replaced_by_the_station_duty_desk_at_night(tmp_path: Path) -> None:
-    clock = FakeClock(SHANGHAI_11PM_THURSDAY)
-    async with running_routing(f"sqlite+aiosqlite:///{tmp_path / 'night.db'}", clock=clock) as night:
+async def test_off_duty_grid_officer_is_replaced_by_the_teammate_on_duty(tmp_path: Path) -> None:
+    clock = FakeClock(SHANGHAI_FRIDAY_10AM)
+    async with running_routing(f"sqlite+aiosqlite:///{tmp_path / 'friday.db'}", clock=clock) as friday:
         incident = new_incident()
-        await night.classify(incident, Category.THEFT, Urgency.URGENT)
-        dispatched = await night.outbox("HandoffDispatched")
+        await friday.classify(incident, Category.THEFT, Urgency.URGENT)
+        dispatched = await friday.outbox("HandoffDispatched")
         assert [(e.data.unit_id, e.data.role.value, e.data.department) for e in dispatched] == [
-            ("U-DESK-S0101", "lead", "police")
+            ("U-POL-P0013", "lead", "police")
         ]
         assert dispatched[0].data.report_due_at == clock.now() + timedelta(minutes=15)
 

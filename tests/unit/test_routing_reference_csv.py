@@ -96,7 +96,7 @@ def test_check_cli_prints_a_summary_or_the_errors(city_dir: Path, capsys: pytest
     assert main(["check", str(city_dir)]) == 0
     out = capsys.readouterr().out
     assert "reference data demo-city-2026-20g-6p: 3 districts, 3 stations" in out
-    assert "roster demo-roster-2026.1 (Asia/Shanghai): 6 entries, 6 shifts" in out
+    assert "roster demo-roster-2026.2 (Asia/Shanghai): 6 entries, 6 shifts" in out
     line = edit_cell(city_dir / "grids.csv", "G0002", "community_id", "C-NOWHERE")
     assert main(["check", str(city_dir)]) == 1
     assert f"grids.csv:{line}: community_id: grid G0002: unknown community 'C-NOWHERE'" in capsys.readouterr().err

@@ -14,7 +14,8 @@ from services.routing.domain import RoutingIndex, plan_whistle
 
 CITY = demo_city()
 INDEX = RoutingIndex(CITY)
-GRID = "G0001"  # station S0101, officer P0001 (rests on Monday), partner P0013 (rests on Tuesday)
+# Station S0101's first team takes 24-hour duties from 08:00: P0001 mon/thu/sun, P0013 tue/fri, P0025 wed/sat.
+GRID = "G0001"  # officer P0001
 SHANGHAI_THURSDAY_4PM = datetime(2026, 1, 1, 8, 0, tzinfo=UTC)  # 2026-01-01 is a Thursday
 
 
@@ -52,8 +53,9 @@ def test_overnight_shift_covers_the_small_hours_of_the_next_day_only() -> None:
 def test_shifts_are_read_in_the_rosters_time_zone_not_utc() -> None:
     entry = CITY.roster_entry("U-POL-P0001")
     roster = CITY.roster
-    assert entry.on_duty(roster.local(at_shanghai(1, 8, 30)))  # 00:30 UTC
-    assert not entry.on_duty(roster.local(at_shanghai(1, 20, 30)))  # 12:30 UTC, a working hour in UTC
+    # Read as UTC wall-clock time both answers would flip (Thursday 00:30 / Friday 00:30 UTC).
+    assert entry.on_duty(roster.local(at_shanghai(1, 8, 30)))
+    assert not entry.on_duty(roster.local(at_shanghai(2, 8, 30)))
     with pytest.raises(ValidationError, match="unknown time zone"):
         DutyRoster(version="x", timezone="Mars/Olympus")
 
@@ -69,20 +71,29 @@ def test_on_duty_grid_officer_is_summoned_as_usual() -> None:
     assert plan == plan_whistle(INDEX, GRID, Category.NEIGHBOUR_DISPUTE)
 
 
-def test_on_the_officers_rest_day_the_station_partner_stands_in() -> None:
-    plan = plan_whistle(INDEX, GRID, Category.VIOLENCE, at_shanghai(5, 10))  # Monday
-    assert units(plan) == [("U-POL-P0013", HandoffRole.LEAD), ("U-HEALTH-D01", HandoffRole.CO_OPERATING)]
-    assert plan[0].stands_in_for == "U-POL-P0001" and plan[0].reason == "roster_fallback:officer"
+def test_off_duty_officer_is_replaced_by_the_teammate_on_duty_following_the_chain() -> None:
+    friday = plan_whistle(INDEX, GRID, Category.VIOLENCE, at_shanghai(2, 10))
+    assert units(friday) == [("U-POL-P0013", HandoffRole.LEAD), ("U-HEALTH-D01", HandoffRole.CO_OPERATING)]
+    assert friday[0].stands_in_for == "U-POL-P0001" and friday[0].reason == "roster_fallback:officer"
+    # Wednesday: P0013 is off too, and P0013's own fallback P0025 is on duty.
+    assert plan_whistle(INDEX, GRID, Category.THEFT, at_shanghai(7, 10))[0].unit_id == "U-POL-P0025"
+    # Thursday 07:00 is still Wednesday's 24-hour duty.
+    assert plan_whistle(INDEX, GRID, Category.THEFT, at_shanghai(1, 7))[0].unit_id == "U-POL-P0025"
 
 
-def test_at_night_with_both_partners_off_the_station_duty_desk_answers_once() -> None:
-    plan = plan_whistle(INDEX, GRID, Category.FIRE, at_shanghai(1, 23))
+def test_with_every_fallback_officer_off_the_station_duty_desk_answers_once() -> None:
+    office_hours = (Shift(days="mon-fri", start=time(9), end=time(17)),)
+    roster = DutyRoster(version="office", entries=(
+        RosterEntry(officer_id="P0001", shifts=office_hours, fallback_officer_id="P0013"),
+        RosterEntry(officer_id="P0013", shifts=office_hours, fallback_officer_id="P0001", fallback_unit_id="U-DESK-S0101"),
+    ))
+    plan = plan_whistle(with_roster(roster), GRID, Category.FIRE, at_shanghai(1, 23))
     assert units(plan) == [
-        ("U-FIRE_RESCUE-D01", HandoffRole.LEAD),  # departments are not rostered in the demo city
+        ("U-FIRE_RESCUE-D01", HandoffRole.LEAD),
         ("U-DESK-S0101", HandoffRole.CO_OPERATING),  # police row and grid officer: one desk handoff
         ("U-HEALTH-D01", HandoffRole.CO_OPERATING),
     ]
-    assert plan[1].reason == "roster_fallback:unit"
+    assert plan[1].reason == "roster_fallback:unit"  # met along the chain, at P0013
 
 
 def test_a_rostered_department_off_duty_falls_back_to_its_fallback_unit() -> None:
@@ -104,16 +115,16 @@ def test_without_a_roster_every_unit_counts_as_on_duty() -> None:
     assert units(plan_whistle(index, GRID, Category.THEFT, at_shanghai(1, 3))) == [("U-POL-P0001", HandoffRole.LEAD)]
 
 
-def test_reclassification_at_night_keeps_the_officer_summoned_by_day() -> None:
+def test_reclassification_while_off_duty_keeps_the_officer_summoned_on_duty() -> None:
     day = SHANGHAI_THURSDAY_4PM
     officer = domain.dispatch(
         "inc-1", plan_whistle(INDEX, GRID, Category.THEFT, day)[0], category=Category.THEFT, urgency=Urgency.GENERAL,
         grid_id=GRID, dispatched_at=day, report_due_at=day + timedelta(hours=2), sequence="whistle",
     )
-    night = at_shanghai(1, 23)
+    later = at_shanghai(2, 10)  # Friday: P0013 would stand in for a new whistle
     plan = domain.replan(
         INDEX, GRID, [officer], category=Category.NEIGHBOUR_DISPUTE, previous_category=Category.THEFT,
-        urgency=Urgency.GENERAL, previous_urgency=Urgency.GENERAL, now=night, fresh_due=night + timedelta(hours=2),
+        urgency=Urgency.GENERAL, previous_urgency=Urgency.GENERAL, now=later, fresh_due=later + timedelta(hours=2),
     )
     assert plan.release == ()
     assert [s.unit_id for s, _ in plan.summon] == ["U-JUSTICE-D01"]
