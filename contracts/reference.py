@@ -163,21 +163,16 @@ class Shift(_Ref):
         return (today in self.days and now >= self.start) or (yesterday in self.days and now < self.end)
 
 
-class RosterEntry(_Ref):
-    """When one officer (or one unit) is on duty, and who stands in otherwise.
-
-    Off duty, the fallback officer stands in, or that officer's own fallback officer and so on (a
-    chain), then the first on-duty fallback unit met along the chain.
-    """
+class _Rostered(_Ref):
+    """Who a roster line is about (one officer or one unit) and who stands in for them."""
 
     officer_id: str | None = None
     unit_id: str | None = None
-    shifts: tuple[Shift, ...] = Field(min_length=1)
     fallback_officer_id: str | None = None
     fallback_unit_id: str | None = None
 
     @model_validator(mode="after")
-    def _one_subject(self) -> RosterEntry:
+    def _one_subject(self) -> _Rostered:
         if (self.officer_id is None) == (self.unit_id is None):
             raise ValueError("a roster entry names exactly one of officer_id or unit_id")
         return self
@@ -186,6 +181,16 @@ class RosterEntry(_Ref):
     def subject(self) -> str:
         """The officer or unit id this entry rosters."""
         return self.officer_id or self.unit_id or ""
+
+
+class RosterEntry(_Rostered):
+    """When one officer (or one unit) is on duty, and who stands in otherwise.
+
+    Off duty, the fallback officer stands in, or that officer's own fallback officer and so on (a
+    chain), then the first on-duty fallback unit met along the chain.
+    """
+
+    shifts: tuple[Shift, ...] = Field(min_length=1)
 
     def on_duty(self, local: datetime) -> bool:
         """True if any of the entry's shifts is running at the local instant."""
@@ -445,27 +450,8 @@ ROSTER_FILE = "roster.csv"
 ROSTER_COLUMNS = ("officer_id", "unit_id", "days", "start", "end", "fallback_officer_id", "fallback_unit_id")
 
 
-class _RosterRow(_Ref):
+class _RosterRow(_Rostered, Shift):
     """One line of roster.csv: one shift of one officer or unit, with that subject's fallback."""
-
-    officer_id: str | None = None
-    unit_id: str | None = None
-    days: tuple[str, ...]
-    start: time
-    end: time
-    fallback_officer_id: str | None = None
-    fallback_unit_id: str | None = None
-
-    @field_validator("days", mode="before")
-    @classmethod
-    def _days(cls, value: object) -> tuple[str, ...]:
-        return parse_days(value)
-
-    @model_validator(mode="after")
-    def _one_subject(self) -> _RosterRow:
-        if (self.officer_id is None) == (self.unit_id is None):
-            raise ValueError("a roster row names exactly one of officer_id or unit_id")
-        return self
 
 
 @dataclass(frozen=True)
