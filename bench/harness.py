@@ -126,7 +126,8 @@ def _postgres_version(local: LocalPostgres | None) -> str:
     if local is None:
         return "external"
     out = subprocess.run([str(local.bindir / "postgres"), "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip().rsplit(" ", 1)[-1] or "unknown"
+    match = re.search(r"\d+(\.\d+)+", out.stdout)  # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    return match.group(0) if match else "unknown"
 
 
 @contextmanager
