@@ -444,3 +444,47 @@ def test_facts_after_closing_do_not_reopen_or_re_resolve() -> None:
     story.dispatch("late", HandoffRole.LEAD)
     assert story.resolve("late", HandoffRole.LEAD) == []
     assert story.closure.status is ClosureStatus.CLOSED
+
+
+def test_rejections_and_dissatisfaction_share_one_reopen_cap() -> None:
+    story = Story(max_reopens=2)
+    story.resolved_and_verified()
+    assert types(story.feedback(Satisfaction.NOT_SATISFIED)) == [FeedbackGiven, IncidentReopened]
+    story.resolve("lead", HandoffRole.LEAD)
+    assert types(story.verify(confirmed=False, reason="still blocked")) == [VerificationRejected, IncidentReopened]
+    assert story.closure.reopen_count == 2
+    story.resolve("lead", HandoffRole.LEAD)
+    events = story.verify(confirmed=False, reason="still blocked, third time")
+    assert types(events) == [VerificationRejected, IncidentClosed]
+    assert (events[1].outcome, events[1].satisfaction) == (ClosureOutcome.CLOSED_UNRESOLVED, None)
+    assert story.closure.escalated
+
+
+def test_a_reopened_incident_takes_no_feedback_or_verification_until_the_lead_resolves_again() -> None:
+    story = Story()
+    story.resolved_and_verified()
+    story.feedback(Satisfaction.NOT_SATISFIED)
+    with pytest.raises(WrongClosureState, match="reopened"):
+        story.feedback(Satisfaction.SATISFIED)
+    with pytest.raises(WrongClosureState, match="reopened"):
+        story.verify()
+
+
+def test_after_a_reopen_a_satisfied_close_is_resolved_and_keeps_the_reopen_count() -> None:
+    story = Story()
+    story.resolved_and_verified()
+    story.feedback(Satisfaction.NOT_SATISFIED)
+    story.resolve("lead", HandoffRole.LEAD)
+    story.verify()
+    closed = story.feedback(Satisfaction.BASICALLY_SATISFIED)[-1]
+    assert (closed.outcome, story.closure.reopen_count, story.closure.escalated) == (ClosureOutcome.RESOLVED, 1, False)
+
+
+def test_a_closed_incident_refuses_a_different_verification_or_feedback() -> None:
+    story = Story()
+    story.resolved_and_verified()
+    story.feedback(Satisfaction.SATISFIED)
+    with pytest.raises(WrongClosureState, match="closed"):
+        story.feedback(Satisfaction.NOT_SATISFIED)
+    with pytest.raises(WrongClosureState, match="closed"):
+        story.verify(confirmed=False, reason="too late")
