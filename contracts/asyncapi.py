@@ -35,6 +35,11 @@ class Subscription:
     group_id: str
     event_types: tuple[str, ...]
 
+    @property
+    def name(self) -> str:
+        """A short unique name: the service and the group's purpose (one service may have several groups)."""
+        return f"{self.service}_{self.group_id.rsplit('.', 1)[-1]}"
+
 
 def service_subscriptions() -> list[Subscription]:
     """Every subscription of every service, read from its FastStream broker and runtime."""
@@ -126,7 +131,7 @@ def asyncapi_document(subscriptions: list[Subscription], payload_schemas: dict[t
         }
     for sub in subscriptions:
         cid, dlq = channel_id(sub.topic), channel_id(sub.topic, dead_letter=True)
-        operations[f"{sub.service}_receives_{cid}"] = {
+        operations[f"{sub.name}_receives_{cid}"] = {
             "action": "receive",
             "title": f"{sub.service} consumes {sub.topic.name}",
             "summary": f"Consumer group {sub.group_id}; other event types on the topic are ignored.",
@@ -141,7 +146,7 @@ def asyncapi_document(subscriptions: list[Subscription], payload_schemas: dict[t
                 }
             },
         }
-        operations[f"{sub.service}_dead_letters_{cid}"] = {
+        operations[f"{sub.name}_dead_letters_{cid}"] = {
             "action": "send",
             "title": f"{sub.service} dead-letters {sub.topic.name}",
             "summary": f"Poison records of consumer group {sub.group_id}.",

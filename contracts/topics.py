@@ -67,7 +67,7 @@ ROUTING_HANDOFFS = TopicSpec(
 SLA_DEADLINES = TopicSpec(
     name="gridwhistle.sla.deadlines",
     owner="sla_timer",
-    consumers=("routing", "intake", "console"),
+    consumers=("routing", "intake", "closure", "console"),
     events=(
         "DeadlineArmed",
         "DeadlineWarned",
@@ -81,7 +81,7 @@ SLA_DEADLINES = TopicSpec(
 CLOSURE_OUTCOMES = TopicSpec(
     name="gridwhistle.closure.outcomes",
     owner="closure",
-    consumers=("routing", "intake", "sla_timer", "console"),
+    consumers=("routing", "intake", "sla_timer", "closure", "console"),
     events=(
         "IncidentResolved",
         "IncidentVerified",

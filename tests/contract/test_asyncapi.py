@@ -81,8 +81,10 @@ def test_every_service_subscription_is_declared_in_the_topic_catalogue(subscript
 
 
 def test_receive_operations_name_the_consumer_group_and_only_handled_events(document, subscriptions):
+    receives = [key for key, op in document["operations"].items() if op["action"] == "receive"]
+    assert len(receives) == len(subscriptions), "one receive operation per consumer group"
     for sub in subscriptions:
-        operation = document["operations"][f"{sub.service}_receives_{channel_id(sub.topic)}"]
+        operation = document["operations"][f"{sub.name}_receives_{channel_id(sub.topic)}"]
         assert operation["bindings"]["kafka"]["groupId"]["enum"] == [sub.group_id]
         handled = {ref["$ref"].rsplit("/", 1)[-1].removesuffix("_v1") for ref in operation["messages"]}
         assert handled == set(sub.event_types)
