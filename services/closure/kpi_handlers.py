@@ -48,10 +48,7 @@ from services.closure import kpi_store
 from services.closure.kpi import Dimension, GridArea, KpiRow, compute_kpis, flat_columns, flat_row, row_as_dict
 from services.closure.settings import ClosureSettings
 from services.runtime.host import ServiceRuntime
-from services.runtime.logs import get_logger
 from services.runtime.outbox import UnitOfWork
-
-log = get_logger(__name__)
 
 # What the KPI projection reads, per topic; the rebuild replays exactly these.
 KPI_SOURCES: tuple[tuple[TopicSpec, str, tuple[type[Event], ...]], ...] = (

@@ -8,12 +8,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts.envelope import Envelope
-from contracts.events import HandoffAcknowledged, HandoffDispatched, HandoffResolved, IncidentReopened, IncidentResolved
-from contracts.vocabulary import Category, Disposition, HandoffRole, Urgency
+from contracts.events import (
+    FeedbackGiven,
+    HandoffAcknowledged,
+    HandoffDispatched,
+    HandoffResolved,
+    IncidentReopened,
+    IncidentResolved,
+)
+from contracts.vocabulary import Category, Disposition, HandoffRole, Satisfaction, Urgency
 from services.closure.kpi import (
     HANDOFF_EVENTS,
     INCIDENT_EVENTS,
+    BreachFact,
     Dimension,
+    FeedbackFact,
     HandoffFact,
     IncidentFact,
     KpiFacts,
@@ -23,6 +32,7 @@ from services.closure.kpi import (
     merge_into_handoff,
     merge_into_incident,
     report_was_owed,
+    row_as_dict,
     standalone_fact,
 )
 from tests.component.test_closure_kpi_history import (
@@ -41,11 +51,15 @@ def project(envelopes: list[Envelope]) -> KpiFacts:
     """What the store does with each event, in memory: merge into the incident/handoff, add standalone facts."""
     incidents: dict[str, IncidentFact] = {}
     handoffs: dict[str, HandoffFact] = {}
-    standalone: dict[tuple[type, str], object] = {}
+    feedback: dict[str, FeedbackFact] = {}
+    breaches: dict[str, BreachFact] = {}
     for envelope in envelopes:
         event = envelope.data
-        if (fact := standalone_fact(envelope)) is not None:
-            standalone[(type(fact), getattr(fact, "event_id", None) or fact.deadline_id)] = fact
+        fact = standalone_fact(envelope)
+        if isinstance(fact, FeedbackFact):
+            feedback[fact.event_id] = fact
+        elif isinstance(fact, BreachFact):
+            breaches[fact.deadline_id] = fact
         if isinstance(event, INCIDENT_EVENTS):
             incidents[event.incident_id] = merge_into_incident(
                 incidents.get(event.incident_id, IncidentFact(event.incident_id)), event
@@ -53,19 +67,7 @@ def project(envelopes: list[Envelope]) -> KpiFacts:
         if isinstance(event, HANDOFF_EVENTS):
             current = handoffs.get(event.handoff_id, HandoffFact(event.handoff_id, event.incident_id))
             handoffs[event.handoff_id] = merge_into_handoff(current, event, envelope.occurred_at)
-    facts = list(standalone.values())
-    return KpiFacts(
-        incidents=list(incidents.values()),
-        handoffs=list(handoffs.values()),
-        feedback=[f for f in facts if type(f).__name__ == "FeedbackFact"],
-        breaches=[f for f in facts if type(f).__name__ == "BreachFact"],
-    )
-
-
-def rows_as_dicts(rows):
-    from services.closure.kpi import row_as_dict
-
-    return [row_as_dict(r) for r in rows]
+    return KpiFacts(list(incidents.values()), list(handoffs.values()), list(feedback.values()), list(breaches.values()))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def history():
 def test_every_kpi_on_a_generated_history_matches_its_record(history, dimension):
     facts = project(history.envelopes)
     rows = compute_kpis(facts, dimension=Dimension(dimension), as_of=AS_OF, areas=grid_areas(history.reference))
-    assert_same_figures(rows_as_dicts(rows), expected_rows(history, dimension))
+    assert_same_figures([row_as_dict(r) for r in rows], expected_rows(history, dimension))
 
 
 def test_facts_arriving_in_any_order_and_twice_give_the_same_figures(history):
@@ -200,8 +202,6 @@ def test_department_figures_of_an_incident_belong_to_its_first_lead():
 
 
 def test_a_breach_whose_dispatch_has_not_arrived_still_counts():
-    from services.closure.kpi import BreachFact
-
     facts = KpiFacts(breaches=[BreachFact("d1", "i1", "h-unknown", "U-9", T0)])
     [row] = compute_kpis(facts, dimension=Dimension.ALL, as_of=T0, areas={})
     assert row.report_breaches == 1
@@ -220,10 +220,7 @@ def test_a_range_is_half_open():
     assert row.incidents == 1
 
 
-def test_a_feedback_and_a_report_breach_repeat_to_the_same_key():
-    from contracts.events import FeedbackGiven
-    from contracts.vocabulary import Satisfaction
-
+def test_a_repeated_feedback_event_adds_the_same_keyed_fact():
     envelope = envelope_for(
         FeedbackGiven(incident_id="i1", actor_id="r", satisfaction=Satisfaction.SATISFIED, given_at=T0), "i1", at=T0
     )
