@@ -221,8 +221,7 @@ class Views:
 
     def item(self, principal: Principal, incident: dict[str, Any], handoffs: list[dict[str, Any]]) -> dict[str, Any]:
         """One queue item: the incident with the handoffs this user may see."""
-        scope = scope_of(incident, handoffs)
-        shown = [h for h in handoffs if domain.sees_handoff(principal, scope, h.get("unit_id") or "")]
+        shown = self._shown(principal, incident, handoffs)
         item = {k: _iso(v) for k, v in incident.items()}
         item["status"] = domain.incident_status(incident, [h.get("state") or "" for h in handoffs])
         due = domain.next_report_due(shown)
