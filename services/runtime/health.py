@@ -64,7 +64,7 @@ class WatchedGroup:
 
 
 async def partition_lag(kafka_consumer: Any, timeout: float = 2.0) -> dict[tuple[str, int], int]:
-    """Lag per assigned partition of an aiokafka consumer: high watermark minus position."""
+    """Lag per assigned partition of an aiokafka consumer: high watermark minus the group's committed offset."""
     if kafka_consumer is None or not hasattr(kafka_consumer, "assignment"):
         return {}
     lag: dict[tuple[str, int], int] = {}
@@ -72,8 +72,12 @@ async def partition_lag(kafka_consumer: Any, timeout: float = 2.0) -> dict[tuple
         highwater = kafka_consumer.highwater(tp)
         if highwater is None:
             continue  # no fetch answered yet for this partition: nothing to compare
-        position = await asyncio.wait_for(kafka_consumer.position(tp), timeout=timeout)
-        lag[(tp.topic, tp.partition)] = max(highwater - position, 0)
+        # The committed offset, not the position: a fetched batch moves the position past records
+        # that are still waiting behind a wedged handler, while offsets are committed only after processing.
+        committed = await asyncio.wait_for(kafka_consumer.committed(tp), timeout=timeout)
+        if committed is None:  # the group never committed here: it starts from the log's beginning
+            committed = (await asyncio.wait_for(kafka_consumer.beginning_offsets([tp]), timeout=timeout))[tp]
+        lag[(tp.topic, tp.partition)] = max(highwater - committed, 0)
     return lag
 
 

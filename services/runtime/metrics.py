@@ -60,7 +60,7 @@ class RuntimeMetrics:
         # Partition labels are bounded by the topic catalogue's partition counts.
         self.consumer_lag = Gauge(
             f"{p}_consumer_lag_records",
-            "Records between the partition's high watermark and this consumer's position, by group, topic, partition.",
+            "Records between the partition's high watermark and the group's committed offset, by group, topic, partition.",
             ["group", "topic", "partition"],
             registry=self.registry,
         )

@@ -42,20 +42,23 @@ class FakeProgress:
 
 
 class FakeKafkaConsumer:
-    """The three aiokafka consumer calls the lag sampler uses."""
+    """The aiokafka consumer calls the lag sampler uses; None means the group never committed."""
 
-    def __init__(self, positions: dict[TopicPartition, int], highwaters: dict[TopicPartition, int | None]) -> None:
-        self.positions = positions
+    def __init__(self, commits: dict[TopicPartition, int | None], highwaters: dict[TopicPartition, int | None]) -> None:
+        self.commits = commits
         self.highwaters = highwaters
 
     def assignment(self) -> set[TopicPartition]:
-        return set(self.positions)
+        return set(self.commits)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.highwaters[tp]
 
-    async def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp]
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.commits[tp]
+
+    async def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 1 for tp in partitions}  # as if retention had deleted offset 0
 
 
 def lag_samples(metrics: RuntimeMetrics) -> dict[tuple[str, str, str], float]:
@@ -70,15 +73,16 @@ async def test_lag_is_published_per_partition_and_a_revoked_partition_disappears
     now = [0.0]
     monitor = ConsumerHealthMonitor(metrics, stall_seconds=30, interval_seconds=1, monotonic=lambda: now[0])
     p0, p1 = TopicPartition("t", 0), TopicPartition("t", 1)
-    kafka = FakeKafkaConsumer({p0: 10, p1: 4}, {p0: 12, p1: 4})
+    p2 = TopicPartition("t", 2)
+    kafka = FakeKafkaConsumer({p0: 10, p1: 4, p2: None}, {p0: 12, p1: 4, p2: 3})
     monitor.watch(FakeProgress("g"), lambda: kafka)
 
     await monitor.sample()
-    assert lag_samples(metrics) == {("g", "t", "0"): 2, ("g", "t", "1"): 0}
+    assert lag_samples(metrics) == {("g", "t", "0"): 2, ("g", "t", "1"): 0, ("g", "t", "2"): 2}
 
-    kafka.positions.pop(p1)
+    kafka.commits.pop(p1)
     await monitor.sample()
-    assert lag_samples(metrics) == {("g", "t", "0"): 2}
+    assert lag_samples(metrics) == {("g", "t", "0"): 2, ("g", "t", "2"): 2}
 
 
 async def test_monitor_reports_a_stuck_group_until_it_makes_progress():
@@ -96,7 +100,7 @@ async def test_monitor_reports_a_stuck_group_until_it_makes_progress():
     assert set(monitor.stuck()) == {"g"}
     assert metrics.registry.get_sample_value("gridwhistle_test_consumer_stuck", {"group": "g"}) == 1
 
-    progress.last_processed_at, kafka.positions[tp] = 132.0, 8
+    progress.last_processed_at, kafka.commits[tp] = 132.0, 8
     now[0] = 133.0
     await monitor.sample()
     assert monitor.stuck() == {}
