@@ -40,7 +40,11 @@ _require_browser()
 
 from selenium import webdriver  # noqa: E402 - only once the browser is known to exist
 from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -79,7 +83,13 @@ def browsers() -> Iterator[dict[str, WebDriver]]:
 def wait(driver: WebDriver, condition: Callable[[WebDriver], object], what: str, timeout: float = 30) -> object:
     """Poll the page until `condition` is truthy; on failure keep a screenshot named after `what`."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+        # The live stream re-renders items while we read them: a vanished element means "not yet".
+        return WebDriverWait(
+            driver,
+            timeout,
+            poll_frequency=0.1,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(lambda d: condition(d), message=what)
     except TimeoutException:
         shot(driver, "failed-" + "".join(c if c.isalnum() else "-" for c in what)[:60])
         raise
@@ -134,11 +144,11 @@ async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_d
     wait(dispatcher, lambda d: "打架斗殴" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text
          and len(d.find_elements(By.CSS_SELECTOR, item_selector(incident_id) + " .handoff")) >= 2,
          "classified and dispatched to the officer and health")
-    assert "紧急" in dispatcher.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text
-    countdown = dispatcher.find_element(By.CSS_SELECTOR, item_selector(incident_id) + " .countdown")
-    assert "剩余" in countdown.text
-    item = dispatcher.find_element(By.CSS_SELECTOR, item_selector(incident_id))
-    item.click()
+    wait(dispatcher, lambda d: "紧急" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text,
+         "urgent badge")
+    wait(dispatcher, lambda d: "剩余" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id) + " .countdown").text,
+         "live countdown")
+    wait(dispatcher, lambda d: d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).click() or True, "open detail")
     wait(dispatcher, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#detail .timeline li")) >= 3, "timeline shown")
     shot(dispatcher, "1-dispatcher-queue-and-detail")
 
@@ -147,7 +157,8 @@ async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_d
     card = wait(responder, lambda d: present(d, "#my-handoffs .handoff-card[data-state='dispatched']"), "health's handoff")
     handoff_id = card.get_attribute("data-handoff")
     shot(responder, "2-responder-before-report")
-    card.find_element(By.CSS_SELECTOR, ".btn-ack").click()
+    ack_button = f".handoff-card[data-handoff='{handoff_id}'] .btn-ack"
+    wait(responder, lambda d: d.find_element(By.CSS_SELECTOR, ack_button).click() or True, "click 报到")
     wait(responder, lambda d: present(d, f".handoff-card[data-handoff='{handoff_id}'][data-state='acknowledged']"),
          "responder's card shows the report")
     chip = f"{item_selector(incident_id)} .handoff[data-handoff='{handoff_id}']"
