@@ -22,11 +22,12 @@ from sqlalchemy import MetaData
 from contracts.topics import TopicSpec
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.consumer import EventConsumer, Handler, record_from_kafka
-from services.runtime.db import add_runtime_tables, create_engine, create_schema, ping
+from services.runtime.db import add_runtime_tables, create_engine, ping
 from services.runtime.health import ConsumerHealthMonitor, measure_event_loop_lag
 from services.runtime.http import LimitRequestBody
 from services.runtime.logs import bind_event_context, clear_event_context, configure_logging, get_logger
 from services.runtime.metrics import RuntimeMetrics
+from services.runtime.migrations import migrate
 from services.runtime.outbox import OutboxRelay, UnitOfWork
 from services.runtime.settings import ServiceSettings
 
@@ -155,8 +156,8 @@ class ServiceRuntime:
         return await self.broker.publish(value or b"", topic, key=key, headers=headers)
 
     async def start(self) -> None:
-        """Create the schema, connect the broker, start the relay and background tasks."""
-        await create_schema(self.engine, self.metadata)
+        """Migrate the schema, connect the broker, start the relay and background tasks."""
+        await migrate(self.engine, self.name, self.metadata)
         await self.broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         self._tasks.append(asyncio.create_task(_supervised("consumer-health", self.health.run), name=f"{self.name}-consumer-health"))
