@@ -63,6 +63,36 @@ def percentiles(values: Iterable[float]) -> dict[str, float | None]:
     return {"p50": round(cuts[499], 3), "p99": round(cuts[989], 3), "p999": round(cuts[998], 3), "max": round(data[-1], 3)}
 
 
+def sequence_check(received: Iterable[int], sent: int) -> dict[str, int]:
+    """Gaps (sent sequence numbers never received), duplicates and unexpected numbers among `received`."""
+    counts: dict[int, int] = {}
+    for seq in received:
+        counts[seq] = counts.get(seq, 0) + 1
+    expected = range(sent)
+    return {
+        "gaps": sum(1 for seq in expected if seq not in counts),
+        "duplicates": sum(c - 1 for seq, c in counts.items() if c > 1),
+        "unexpected": sum(1 for seq in counts if seq not in expected),
+    }
+
+
+def sequence_failures(checks: dict[str, int]) -> list[str]:
+    """The names of the sequence checks that failed (a run with any of them does not count)."""
+    return [name for name in ("gaps", "duplicates", "unexpected") if checks.get(name)]
+
+
+def intended_send_times(start: float, rate: float, count: int) -> list[float]:
+    """When each of `count` messages is due at a fixed `rate` from `start`: latency counts from these,
+    not from the actual send, so a stalled sender cannot hide its own delay (coordinated omission)."""
+    return [start + i / rate for i in range(count)]
+
+
+def spread(values: Iterable[float]) -> str:
+    """min–max of repeated figures, for the note of a summary row."""
+    data = sorted(values)
+    return f"{data[0]:,.1f}–{data[-1]:,.1f}" if data else "n/a"
+
+
 def versions(**extra: str) -> dict[str, str]:
     """Versions of what the figures depend on."""
     found = {
