@@ -62,6 +62,16 @@ class ReassignHandoff(Command):
 
 
 @register
+class SummonDepartment(Command):
+    """Add a department to the whistle (增派部门): its unit is summoned as co-operating."""
+
+    event_type = "SummonDepartment"
+    actor_id: str = Field(min_length=1, max_length=64)
+    department: str = Field(min_length=1, max_length=40)
+    reason: str = Field(default="", max_length=500)
+
+
+@register
 class ReclassifyIncident(Command):
     """Correct category and urgency, with a reason."""
 
