@@ -78,6 +78,7 @@ class RoutingIndex:
         self._command_centres = {d.id: d.command_centre_unit_id for d in ref.districts}
         self._neighbours = {d.id: d.neighbour_district_ids for d in ref.districts}
         self._dispatch_desks = {s.duty_desk_unit_id for s in ref.stations} | set(self._command_centres.values())
+        self.department_codes = frozenset(d.code for d in ref.departments)
         self._routes: dict[str, GridRoute] = {}
         for grid in ref.grids:
             station = ref.station_of(grid)
@@ -446,6 +447,60 @@ def reassign(
     )
     moved = replace(handoff, state=HandoffState.REASSIGNED, successor_handoff_id=successor.handoff_id, ended_at=now)
     return Outcome(moved, changed=True, successor=successor)
+
+
+class Invalid(Exception):
+    """The request names something that does not exist (HTTP 422)."""
+
+
+def summon_handoff_id(incident_id: str, unit_id: str, department: str) -> str:
+    """The id of the handoff a dispatcher's summons of a department creates (so a repeat finds it)."""
+    return handoff_id_for(incident_id, unit_id, f"summon:{department}")
+
+
+def summon_department(
+    index: RoutingIndex,
+    *,
+    incident_id: str,
+    grid_id: str,
+    category: Category,
+    urgency: Urgency,
+    department: str,
+    actor_id: str,
+    existing: list[Handoff],
+    closed: bool,
+    now: datetime,
+    report_due_at: datetime,
+) -> Outcome:
+    """A dispatcher adds a department to the whistle (增派): its district unit joins as co-operating.
+
+    Its report clock starts now, at dispatch. A unit already working the incident (open handoff,
+    any role but a rung of the ladder) or summoned this way before is returned unchanged.
+    """
+    route = index.route(grid_id)
+    if not index.is_dispatcher_for(actor_id, route):
+        raise Refused(
+            f"actor {actor_id} is not a dispatcher for grid {grid_id} "
+            "(member of its station duty desk or district command centre)"
+        )
+    if department not in index.department_codes:
+        raise Invalid(f"unknown department {department!r}")
+    unit = index.department_unit(department, route)
+    if unit is None:
+        raise Invalid(f"no unit of department {department!r} serves the district of grid {grid_id}")
+    summoned_id = summon_handoff_id(incident_id, unit.id, department)
+    for handoff in existing:
+        already = handoff.unit_id == unit.id and handoff.is_open and handoff.role is not HandoffRole.ESCALATION
+        if already or handoff.handoff_id == summoned_id:
+            return Outcome(handoff, changed=False)
+    if closed:
+        raise Conflict(f"cannot summon {department}: incident {incident_id} is closed")
+    summons = Summons(unit.id, department, HandoffRole.CO_OPERATING, "summoned_by_dispatcher")
+    handoff = dispatch(
+        incident_id, summons, category=category, urgency=urgency, grid_id=grid_id,
+        dispatched_at=now, report_due_at=report_due_at, sequence=f"summon:{department}",
+    )
+    return Outcome(handoff, changed=True)
 
 
 def release(handoff: Handoff, now: datetime) -> Handoff:

@@ -8,7 +8,14 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from contracts.commands import AcknowledgeHandoff, DeclineHandoff, MarkOnScene, ReassignHandoff, ResolveHandoff
+from contracts.commands import (
+    AcknowledgeHandoff,
+    DeclineHandoff,
+    MarkOnScene,
+    ReassignHandoff,
+    ResolveHandoff,
+    SummonDepartment,
+)
 from contracts.deadline_policy import DeadlinePolicy
 from contracts.envelope import Envelope, Event, correlation_for, follow_up, make_envelope
 from contracts.events import (
@@ -30,7 +37,16 @@ from contracts.events import (
 from contracts.vocabulary import Category, DeadlineKind, HandoffRole, HandoffState, Urgency
 from services.routing import domain
 from services.routing import repository as repo
-from services.routing.domain import Conflict, EscalationPolicy, EscalationStep, Handoff, Outcome, Refused, RoutingIndex
+from services.routing.domain import (
+    Conflict,
+    EscalationPolicy,
+    EscalationStep,
+    Handoff,
+    Invalid,
+    Outcome,
+    Refused,
+    RoutingIndex,
+)
 from services.routing.metrics import RoutingMetrics
 from services.routing.settings import RoutingSettings
 from services.runtime.host import ServiceRuntime
@@ -430,6 +446,42 @@ class Routing:
 
         return await self.command(handoff_id, "reassign", command.actor_id, apply)
 
+    async def summon(self, incident_id: str, command: SummonDepartment) -> Outcome:
+        """SummonDepartment (dispatchers only) -> HandoffDispatched for the department's unit, co-operating."""
+        error: HTTPException | None = None
+        async with self.runtime.unit_of_work() as uow:
+            incident = await repo.get_incident(uow.conn, incident_id, for_update=True)
+            if incident is None:
+                raise HTTPException(404, detail=f"incident {incident_id} not found")
+            now = self.now()
+            category, urgency = Category(incident.category), Urgency(incident.urgency)
+            unit = self.index.department_unit(command.department, self.index.route(incident.grid_id))
+            audited = domain.summon_handoff_id(incident_id, unit.id, command.department) if unit else ""
+            try:
+                outcome = domain.summon_department(
+                    self.index, incident_id=incident_id, grid_id=incident.grid_id, category=category,
+                    urgency=urgency, department=command.department, actor_id=command.actor_id,
+                    existing=await repo.incident_handoffs(uow.conn, incident_id),
+                    closed=incident.closed_at is not None, now=now,
+                    report_due_at=self.report_due(now, urgency, category),
+                )
+            except (Refused, Conflict, Invalid) as rejected:
+                status = 403 if isinstance(rejected, Refused) else 409 if isinstance(rejected, Conflict) else 422
+                await repo.audit(uow.conn, at=now, actor=command.actor_id, action="summon", handoff=audited,
+                                 allowed=status != 403, reason=f"{status}: {rejected}")
+                error = HTTPException(status, detail=str(rejected))
+            else:
+                if outcome.changed:
+                    await self._dispatch(uow, outcome.handoff, None)
+                reason = f"summoned {command.department}: {command.reason}" if outcome.changed else (
+                    f"repeat: {command.department} already summoned, same result")
+                await repo.audit(uow.conn, at=now, actor=command.actor_id, action="summon",
+                                 handoff=outcome.handoff.handoff_id, allowed=True, reason=reason)
+        if error is not None:
+            raise error
+        self.metrics.count(uow.emitted)
+        return outcome
+
 
 def event_handlers(routing: Routing) -> dict[str, dict[str, Any]]:
     """Handlers per consumed topic name, keyed by event type."""
@@ -485,6 +537,10 @@ def command_router(routing: Routing) -> APIRouter:
     @router.post("/handoffs/{handoff_id}/reassign", summary="A dispatcher moves the handoff; the due instant is kept")
     async def reassign(handoff_id: str, command: ReassignHandoff) -> dict:
         return result(await routing.reassign(handoff_id, command))
+
+    @router.post("/incidents/{incident_id}/summon", summary="A dispatcher adds a department to the whistle (增派部门)")
+    async def summon(incident_id: str, command: SummonDepartment) -> dict:
+        return result(await routing.summon(incident_id, command))
 
     @router.get("/handoffs/{handoff_id}", summary="One handoff")
     async def get_handoff(handoff_id: str) -> dict:
