@@ -1,0 +1,212 @@
+"""Offline invariant checker for a chaos run: the harness's operation history against every topic's events.
+
+Pure: no I/O. `check(history, events, checked_at=...)` returns a `Verdict` listing each violation in words.
+Duplicate copies of one event id are at-least-once delivery and allowed (counted); two *different* event
+ids for the same logical fact are a duplicated side effect and a violation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+# How late a due timer may fire and still count as "fired"; the scheduler polls, the relay batches.
+TIMER_GRACE = timedelta(seconds=6)
+
+# One logical fact per key: (event type) -> the data fields that name the fact.
+FACT_KEYS: dict[str, tuple[str, ...]] = {
+    "IncidentReported": ("incident_id",),
+    "IncidentClassified": ("incident_id",),
+    "HandoffDispatched": ("handoff_id",),
+    "HandoffAcknowledged": ("handoff_id",),
+    "HandoffResolved": ("handoff_id",),
+    "DeadlineArmed": ("deadline_id",),
+    "DeadlineBreached": ("deadline_id",),
+    "DeadlineCancelled": ("deadline_id",),
+    "IncidentVerified": ("incident_id",),
+    "FeedbackGiven": ("incident_id",),
+    "IncidentClosed": ("incident_id",),
+}
+
+# A 2xx answer to this command promises this event about this field of the operation.
+PROMISED_EVENT: dict[str, tuple[str, str]] = {
+    "report": ("IncidentReported", "incident_id"),
+    "acknowledge": ("HandoffAcknowledged", "handoff_id"),
+    "resolve": ("HandoffResolved", "handoff_id"),
+    "verify": ("IncidentVerified", "incident_id"),
+    "feedback": ("FeedbackGiven", "incident_id"),
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One record read back from a topic, reduced to what the invariants need."""
+
+    id: str
+    type: str
+    subject: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One HTTP operation the harness did and what it got back (status None: no answer)."""
+
+    op: str
+    status: int | None
+    incident_id: str | None = None
+    handoff_id: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the service answered 2xx."""
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass
+class Verdict:
+    """What the checker found: violations (must be empty) and at-least-once duplicate copies."""
+
+    violations: list[str] = field(default_factory=list)
+    duplicate_copies: int = 0
+    events: int = 0
+    incidents: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no invariant was violated."""
+        return not self.violations
+
+
+def event_from_envelope(envelope: Any) -> Event:
+    """Reduce a contracts Envelope to an Event."""
+    return Event(str(envelope.id), envelope.type, envelope.subject, envelope.data.model_dump())
+
+
+def operation_from_record(record: Mapping[str, Any]) -> Operation:
+    """Parse one history line (as written by the harness)."""
+    return Operation(record["op"], record.get("status"), record.get("incident_id"), record.get("handoff_id"))
+
+
+def check(history: Iterable[Operation], events: Iterable[Event], *, checked_at: datetime) -> Verdict:
+    """Check every invariant; `events` in topic order per incident (as read from offset zero)."""
+    operations = list(history)
+    copies = Counter(e.id for e in events)
+    unique: list[Event] = []
+    seen: set[str] = set()
+    for event in events:
+        if event.id not in seen:
+            seen.add(event.id)
+            unique.append(event)
+    verdict = Verdict(duplicate_copies=sum(n - 1 for n in copies.values()), events=len(unique))
+    facts = _facts(unique)
+    verdict.incidents = len(facts["IncidentReported"])
+    verdict.violations += _duplicated_facts(facts)
+    verdict.violations += _reports_become_incidents(operations, facts)
+    verdict.violations += _acknowledged_commands_have_events(operations, facts)
+    verdict.violations += _deadlines_fire_once_never_early(facts, checked_at)
+    verdict.violations += _order_within_incident(unique)
+    verdict.violations += _final_states_explained(operations, facts)
+    return verdict
+
+
+def _facts(events: list[Event]) -> dict[str, dict[tuple, list[Event]]]:
+    facts: dict[str, dict[tuple, list[Event]]] = defaultdict(lambda: defaultdict(list))
+    for event in events:
+        fields = FACT_KEYS.get(event.type)
+        if fields:
+            facts[event.type][tuple(event.data.get(f) for f in fields)].append(event)
+    return facts
+
+
+def _duplicated_facts(facts: Mapping[str, Mapping[tuple, list[Event]]]) -> list[str]:
+    return [
+        f"duplicate side effect: {len(found)} different {kind} events for {key[0]} ({', '.join(e.id for e in found)})"
+        for kind, by_key in facts.items()
+        for key, found in by_key.items()
+        if len(found) > 1
+    ]
+
+
+def _reports_become_incidents(operations: list[Operation], facts: Mapping[str, Mapping[tuple, list]]) -> list[str]:
+    accepted = {op.incident_id for op in operations if op.op == "report" and op.succeeded and op.incident_id}
+    reported = {key[0] for key in facts["IncidentReported"]}
+    return [f"incident {i} exists but no report of it was acknowledged (202)" for i in sorted(reported - accepted)]
+
+
+def _acknowledged_commands_have_events(
+    operations: list[Operation], facts: Mapping[str, Mapping[tuple, list]]
+) -> list[str]:
+    violations = []
+    for op in operations:
+        promise = PROMISED_EVENT.get(op.op)
+        if promise is None or not op.succeeded:
+            continue
+        kind, attribute = promise
+        target = getattr(op, attribute)
+        if (target,) not in facts[kind]:
+            violations.append(f"lost event: {op.op} of {target} answered {op.status} but no {kind} on the topic")
+    return violations
+
+
+def _deadlines_fire_once_never_early(facts: Mapping[str, Mapping[tuple, list[Event]]], checked_at: datetime) -> list[str]:
+    violations = []
+    acknowledged_at = {key[0]: found[0].data["acknowledged_at"] for key, found in facts["HandoffAcknowledged"].items()}
+    for (deadline_id,), armed in facts["DeadlineArmed"].items():
+        due_at = armed[0].data["due_at"]
+        breaches = facts["DeadlineBreached"].get((deadline_id,), [])
+        cancelled = facts["DeadlineCancelled"].get((deadline_id,), [])
+        for breach in breaches:
+            if breach.data["fired_at"] < breach.data["due_at"]:
+                violations.append(f"deadline {deadline_id} fired early: {breach.data['fired_at']} < due {due_at}")
+        handoff_id = armed[0].data.get("handoff_id")
+        acked = acknowledged_at.get(handoff_id)
+        if breaches and armed[0].data.get("kind") in ("report", "REPORT") and acked is not None and acked < due_at:
+            violations.append(f"deadline {deadline_id} breached though handoff {handoff_id} reported at {acked}")
+        if not breaches and not cancelled and due_at + TIMER_GRACE < checked_at:
+            violations.append(f"deadline {deadline_id} due {due_at} neither fired nor cancelled by {checked_at}")
+    for kind in ("DeadlineBreached", "DeadlineCancelled"):
+        for (deadline_id,) in facts[kind]:
+            if (deadline_id,) not in facts["DeadlineArmed"]:
+                violations.append(f"{kind} for deadline {deadline_id} that was never armed")
+    return violations
+
+
+# (earlier, later, field): `later` of a key must never come before `earlier` of the same key.
+ORDER_RULES = (
+    ("HandoffDispatched", "HandoffAcknowledged", "handoff_id"),
+    ("HandoffAcknowledged", "HandoffResolved", "handoff_id"),
+    ("DeadlineArmed", "DeadlineCancelled", "deadline_id"),
+    ("DeadlineArmed", "DeadlineBreached", "deadline_id"),
+    ("IncidentVerified", "IncidentClosed", "incident_id"),
+)
+
+
+def _order_within_incident(events: list[Event]) -> list[str]:
+    violations = []
+    first_at: dict[tuple[str, Any], int] = {}
+    for position, event in enumerate(events):
+        for field_name in ("handoff_id", "deadline_id", "incident_id"):
+            if field_name in event.data:
+                first_at.setdefault((event.type, event.data[field_name]), position)
+    for earlier, later, field_name in ORDER_RULES:
+        for (kind, key), position in first_at.items():
+            if kind != later:
+                continue
+            before = first_at.get((earlier, key))
+            if before is None or before > position:
+                violations.append(f"out of order: {later} of {field_name} {key} without an earlier {earlier}")
+    return violations
+
+
+def _final_states_explained(operations: list[Operation], facts: Mapping[str, Mapping[tuple, list]]) -> list[str]:
+    fed_back = {op.incident_id for op in operations if op.op == "feedback" and op.succeeded}
+    closed = {key[0] for key in facts["IncidentClosed"]}
+    reported = {key[0] for key in facts["IncidentReported"]}
+    violations = [f"incident {i} got feedback (2xx) but never closed" for i in sorted(fed_back - closed)]
+    violations += [f"incident {i} closed though the harness never gave feedback" for i in sorted(closed - fed_back)]
+    violations += [f"incident {i} closed but was never reported" for i in sorted(closed - reported)]
+    return violations

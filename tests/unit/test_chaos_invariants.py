@@ -1,0 +1,137 @@
+"""The chaos invariant checker over hand-made histories: each invariant's violation is caught, a clean run passes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.chaos.invariants import Event, Operation, check
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+LATER = T0 + timedelta(minutes=10)
+INCIDENT = "inc-1"
+HANDOFF = "h-1"
+DEADLINE = "d-1"
+
+
+def event(event_id: str, event_type: str, **data) -> Event:
+    return Event(event_id, event_type, INCIDENT, {"incident_id": INCIDENT, **data})
+
+
+def reported(event_id: str = "e-rep", incident_id: str = INCIDENT) -> Event:
+    return Event(event_id, "IncidentReported", incident_id, {"incident_id": incident_id})
+
+
+def dispatched(event_id: str = "e-dis") -> Event:
+    return event(event_id, "HandoffDispatched", handoff_id=HANDOFF)
+
+
+def armed(due_at: datetime = T0 + timedelta(seconds=4)) -> Event:
+    return event("e-arm", "DeadlineArmed", deadline_id=DEADLINE, handoff_id=HANDOFF, kind="report", due_at=due_at)
+
+
+def breached(event_id: str = "e-bre", fired_at: datetime = T0 + timedelta(seconds=5)) -> Event:
+    return event(event_id, "DeadlineBreached", deadline_id=DEADLINE, handoff_id=HANDOFF, kind="report",
+                 due_at=T0 + timedelta(seconds=4), fired_at=fired_at)
+
+
+def acknowledged(at: datetime = T0 + timedelta(seconds=1)) -> Event:
+    return event("e-ack", "HandoffAcknowledged", handoff_id=HANDOFF, acknowledged_at=at)
+
+
+def cancelled() -> Event:
+    return event("e-can", "DeadlineCancelled", deadline_id=DEADLINE, handoff_id=HANDOFF, kind="report",
+                 due_at=T0 + timedelta(seconds=4))
+
+
+REPORT_OK = Operation("report", 202, INCIDENT)
+ACK_OK = Operation("acknowledge", 200, INCIDENT, HANDOFF)
+
+
+def violations(history, events) -> list[str]:
+    return check(history, events, checked_at=LATER).violations
+
+
+def test_a_clean_acknowledged_incident_has_no_violations():
+    events = [reported(), dispatched(), armed(), acknowledged(), cancelled()]
+    assert violations([REPORT_OK, ACK_OK], events) == []
+
+
+def test_redelivered_copies_of_one_event_are_counted_not_violations():
+    verdict = check([REPORT_OK], [reported(), reported(), reported()], checked_at=LATER)
+    assert verdict.ok
+    assert verdict.duplicate_copies == 2
+
+
+def test_an_incident_nobody_was_told_about_is_a_violation():
+    found = violations([Operation("report", None)], [reported()])
+    assert any("no report of it was acknowledged" in v for v in found)
+
+
+def test_an_acknowledged_report_without_its_event_is_lost():
+    found = violations([REPORT_OK], [])
+    assert any("lost event: report of inc-1" in v for v in found)
+
+
+def test_an_acknowledgement_answered_2xx_without_its_event_is_lost():
+    found = violations([REPORT_OK, ACK_OK], [reported(), dispatched()])
+    assert any("lost event: acknowledge of h-1" in v for v in found)
+
+
+def test_a_refused_command_promises_no_event():
+    assert violations([REPORT_OK, Operation("acknowledge", 409, INCIDENT, HANDOFF)], [reported(), dispatched()]) == []
+
+
+def test_two_event_ids_for_one_handoff_are_a_duplicated_side_effect():
+    found = violations([REPORT_OK], [reported(), dispatched("e-dis-1"), dispatched("e-dis-2")])
+    assert any("2 different HandoffDispatched events for h-1" in v for v in found)
+
+
+def test_a_deadline_that_fires_twice_is_a_duplicated_side_effect():
+    found = violations([REPORT_OK], [reported(), armed(), breached("e-bre-1"), breached("e-bre-2")])
+    assert any("different DeadlineBreached events for d-1" in v for v in found)
+
+
+def test_a_deadline_firing_before_it_is_due_is_a_violation():
+    found = violations([REPORT_OK], [reported(), armed(), breached(fired_at=T0 + timedelta(seconds=3))])
+    assert any("fired early" in v for v in found)
+
+
+def test_a_breach_after_an_acknowledgement_in_time_is_a_violation():
+    events = [reported(), dispatched(), armed(), acknowledged(T0 + timedelta(seconds=2)), breached()]
+    found = violations([REPORT_OK, ACK_OK], events)
+    assert any("breached though handoff h-1 reported" in v for v in found)
+
+
+def test_a_breach_after_a_late_acknowledgement_is_fine():
+    events = [reported(), dispatched(), armed(), breached(), acknowledged(T0 + timedelta(seconds=9))]
+    assert violations([REPORT_OK, ACK_OK], events) == []
+
+
+def test_a_due_deadline_that_neither_fired_nor_was_cancelled_is_lost():
+    found = violations([REPORT_OK], [reported(), armed()])
+    assert any("neither fired nor cancelled" in v for v in found)
+
+
+def test_a_deadline_not_yet_due_may_still_be_pending():
+    assert violations([REPORT_OK], [reported(), armed(due_at=LATER + timedelta(minutes=5))]) == []
+
+
+def test_an_acknowledgement_before_its_dispatch_is_out_of_order():
+    events = [reported(), acknowledged(), dispatched(), armed(), cancelled()]
+    found = violations([REPORT_OK, ACK_OK], events)
+    assert any("HandoffAcknowledged of handoff_id h-1 without an earlier HandoffDispatched" in v for v in found)
+
+
+def test_a_cancellation_of_a_deadline_never_armed_is_a_violation():
+    found = violations([REPORT_OK], [reported(), dispatched(), cancelled()])
+    assert any("never armed" in v for v in found)
+
+
+def test_feedback_accepted_but_never_closed_is_unexplained():
+    found = violations([REPORT_OK, Operation("feedback", 200, INCIDENT)], [reported(), event("e-fb", "FeedbackGiven")])
+    assert any("got feedback (2xx) but never closed" in v for v in found)
+
+
+def test_an_incident_closed_without_feedback_is_unexplained():
+    found = violations([REPORT_OK], [reported(), event("e-cl", "IncidentClosed")])
+    assert any("closed though the harness never gave feedback" in v for v in found)
