@@ -41,10 +41,11 @@ class Action(StrEnum):
     RECLASSIFY = "reclassify"
     REASSIGN = "reassign"
     ESCALATE = "escalate"
+    SUMMON = "summon"
 
 
 RESPONDER_ACTIONS = frozenset({Action.ACKNOWLEDGE, Action.DECLINE, Action.ON_SCENE, Action.RESOLVE})
-DISPATCH_ACTIONS = frozenset({Action.RECLASSIFY, Action.REASSIGN, Action.ESCALATE})
+DISPATCH_ACTIONS = frozenset({Action.RECLASSIFY, Action.REASSIGN, Action.ESCALATE, Action.SUMMON})
 GRID_WORKER_ACTIONS = frozenset({Action.REPORT, Action.VERIFY, Action.FEEDBACK})
 
 

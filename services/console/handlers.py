@@ -336,6 +336,13 @@ class Reassign(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+class Summon(BaseModel):
+    """Add a department to the whistle (增派部门)."""
+
+    department: str = Field(min_length=1, max_length=40)
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class Escalate(BaseModel):
     """Hand a handoff up to the district command centre."""
 
@@ -533,6 +540,14 @@ def api_router(
         await check_incident(user, incident_id, Action.RECLASSIFY)
         return await upstream.post(
             settings.classification_url, f"/api/v1/incidents/{incident_id}/reclassify",
+            {"actor_id": user.user_id, **body.model_dump(mode="json")},
+        )
+
+    @router.post("/incidents/{incident_id}/summon", summary="Add a department to the whistle (dispatchers)")
+    async def summon(incident_id: str, body: Summon, user: Principal = Depends(current)) -> Response:
+        await check_incident(user, incident_id, Action.SUMMON)
+        return await upstream.post(
+            settings.routing_url, f"/api/v1/incidents/{incident_id}/summon",
             {"actor_id": user.user_id, **body.model_dump(mode="json")},
         )
 

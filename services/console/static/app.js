@@ -11,7 +11,7 @@ const I18N = {
     urgent: "紧急", general: "一般", myHandoffs: "本单位待办", raise: "一键上报", grid: "网格", description: "情况描述",
     address: "地址", submitReport: "上报", myIncidents: "我上报的事件", onTimeByUnit: "各单位按时报到率",
     timeToReport: "报到用时分布", breachesToday: "今日超时", breached: "已超时", warned: "即将超时", reported: "已报到",
-    awaiting: "待报到", left: "剩余", over: "超时", timeline: "时间线", reclassify: "改判", reassign: "转派",
+    awaiting: "待报到", left: "剩余", over: "超时", timeline: "时间线", reclassify: "改判", reassign: "转派", summon: "增派部门",
     escalate: "上报指挥中心", reason: "理由", acknowledge: "报到", decline: "退回", onScene: "到达现场", resolve: "办结",
     verify: "核查通过", reject: "核查不通过", feedback: "评价", live: "● 实时", offline: "○ 重连中", escalation: "升级",
     responseRate: "响应率", resolutionRate: "解决率", satisfactionRate: "满意率", unit: "单位", onTimeRate: "按时报到率",
@@ -38,7 +38,7 @@ const I18N = {
     description: "What happened", address: "Address", submitReport: "Report", myIncidents: "My reports",
     onTimeByUnit: "On-time report rate per unit", timeToReport: "Time to report", breachesToday: "Breaches today",
     breached: "Breached", warned: "Due soon", reported: "Reported", awaiting: "Awaiting report", left: "left", over: "over",
-    timeline: "Timeline", reclassify: "Reclassify", reassign: "Reassign", escalate: "Escalate to command centre", reason: "Reason",
+    timeline: "Timeline", reclassify: "Reclassify", reassign: "Reassign", summon: "Add department", escalate: "Escalate to command centre", reason: "Reason",
     acknowledge: "Report (报到)", decline: "Decline", onScene: "On scene", resolve: "Resolve", verify: "Verified",
     reject: "Not done", feedback: "Feedback", live: "● live", offline: "○ reconnecting", escalation: "Escalation",
     responseRate: "Response rate", resolutionRate: "Resolution rate", satisfactionRate: "Satisfaction rate", unit: "Unit",
@@ -324,6 +324,9 @@ function drawDetail(item) {
         <label>${t("reclassify")}<select name="category">${Object.keys(I18N.zh.categories).map((c) => `<option value="${c}" ${c === item.category ? "selected" : ""}>${esc(tt("categories", c))}</option>`).join("")}</select></label>
         <select name="urgency"><option value="urgent" ${item.urgency === "urgent" ? "selected" : ""}>${t("urgent")}</option><option value="general" ${item.urgency === "general" ? "selected" : ""}>${t("general")}</option></select>
         <input name="reason" placeholder="${t("reason")}" required><button>${t("reclassify")}</button></form>
+      <form class="actions" id="summon-form">
+        <label>${t("summon")}<select name="department">${state.ref.departments.filter((d) => d.code !== "command").map((d) => `<option value="${esc(d.code)}">${esc(state.lang === "zh" ? d.name : d.name_en)}</option>`).join("")}</select></label>
+        <input name="reason" placeholder="${t("reason")}" required><button>${t("summon")}</button></form>
       ${open.map((h) => `<form class="actions handoff-actions" data-handoff="${esc(h.handoff_id)}">
         <span>${esc(h.unit_name)}</span>
         <select name="to_unit_id">${units.map(([v, l]) => `<option value="${esc(v)}">${esc(l)}</option>`).join("")}</select>
@@ -480,6 +483,10 @@ document.addEventListener("submit", (event) => {
     const data = new FormData(form);
     act(form.querySelector("button"), `/api/v1/incidents/${encodeURIComponent(state.selected)}/reclassify`,
       { category: data.get("category"), urgency: data.get("urgency"), reason: data.get("reason") });
+  } else if (form.id === "summon-form") {
+    const data = new FormData(form);
+    act(form.querySelector("button"), `/api/v1/incidents/${encodeURIComponent(state.selected)}/summon`,
+      { department: data.get("department"), reason: data.get("reason") });
   } else if (form.matches(".handoff-actions")) {
     const id = encodeURIComponent(form.dataset.handoff);
     const escalate = event.submitter?.name === "escalate";
