@@ -38,6 +38,7 @@ help:
 	@echo "make test        the test suite without slow tests (real Kafka and PostgreSQL)"
 	@echo "make test-all    the whole test suite, slow tests included"
 	@echo "make bench       benchmarks (BENCH_PROFILE=short|long), results in .bench/"
+	@echo "make chaos       fault-injection scenarios (CHAOS_PROFILE=short|long), histories in test-artifacts/chaos/"
 	@echo "make clean       remove run state and test artifacts (.run, caches)"
 	@echo "make distclean   clean, plus the venv and the Kafka jar cache"
 
@@ -102,6 +103,14 @@ BENCH_PROFILE ?= short
 .PHONY: bench
 bench: venv kafka-jars
 	$(VENV_PY) -m bench --profile $(BENCH_PROFILE)
+
+# Fault-injection scenarios on the real system, checked against invariants (tests/chaos/README.md);
+# histories and verdicts in test-artifacts/chaos/. The short profile also runs inside `make test`.
+CHAOS_PROFILE ?= short
+.PHONY: chaos
+chaos: venv kafka-jars
+	@mkdir -p test-artifacts/chaos
+	CHAOS_PROFILE=$(CHAOS_PROFILE) $(VENV_PY) -m pytest -ra -m chaos --timeout=900 $(PYTEST_ARGS) tests/chaos
 
 # Classifier quality on the held-out split (accuracy, macro-F1, confusion, urgent recall).
 .PHONY: eval-classifier
