@@ -296,6 +296,10 @@ function drawDispatcher() {
   $("#queue").innerHTML = groups.size === 0 ? `<p>${t("noItems")}</p>` : [...groups.entries()]
     .map(([key, items]) => `<section class="group" data-group="${esc(key)}"><h3>${esc(groupName(by, key))} (${items.length})</h3>${items.map(itemHtml).join("")}</section>`)
     .join("");
+  // Marks for measuring (bench/console_render.py): when the queue was last drawn, and how big it was.
+  window.__queueRenderedAt = performance.now();
+  window.__queueRenderedItems = state.items.size;
+  requestAnimationFrame(() => setTimeout(() => { window.__queuePaintedAt = performance.now(); }));
 }
 
 async function select(id) {
