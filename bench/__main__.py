@@ -14,6 +14,9 @@ from bench.harness import Result, infrastructure, write_results
 # name -> module; each module's run(infra, profile) returns its results.
 BENCHMARKS: dict[str, str] = {
     "sla_timer": "bench.sla_timer",
+    "pipeline": "bench.pipeline",
+    "classification_cost": "bench.classification_cost",
+    "routing_cost": "bench.routing_cost",
 }
 PROFILES = ("short", "long")
 

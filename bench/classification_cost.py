@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import Result, versions  # noqa: E402
 from services.classification.domain import Classifier  # noqa: E402
 from services.classification.model import load_classifier, load_corpus  # noqa: E402
 
@@ -56,6 +57,19 @@ def main() -> None:
         if variant == "pipeline":
             result |= {"startup_fit_s": startup, "classifier_version": pipeline.version}
         print(json.dumps(result), flush=True)
+
+
+def run(infra: object, profile: str) -> list[Result]:
+    """The registry's entry (`make bench`): one Result per variant; no broker or database needed."""
+    n = 2_000 if profile == "short" else 20_000
+    texts = [r["text"] for r in load_corpus()]
+    pipeline = load_classifier()
+    results = []
+    for variant, classifier in (("pipeline", pipeline), ("rules-only", Classifier(pipeline.taxonomy))):
+        line = measure(classifier, texts, n, warmup=200)
+        results.append(Result(bench="classification", variant=variant, n=n, seconds=0.0, p50=line["p50"], p99=line["p99"],
+                              max=line["max"], versions=versions(), note="goal: pipeline p99 < 5 ms" if variant == "pipeline" else ""))
+    return results
 
 
 if __name__ == "__main__":

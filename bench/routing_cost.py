@@ -15,6 +15,7 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
+from bench.harness import Result, versions
 from contracts.deadline_policy import DEFAULT_POLICY
 from contracts.reference import demo_city
 from contracts.vocabulary import Category, DeadlineKind, Urgency
@@ -82,6 +83,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     print(json.dumps(line))
     return line
+
+
+def run(infra: object, profile: str) -> list[Result]:
+    """The registry's entry (`make bench`): the decision cost as a Result; no broker or database needed."""
+    n = 10_000 if profile == "short" else 100_000
+    line = main(["--n", str(n)])
+    return [Result(bench="routing", variant="decision (domain only)", n=n, seconds=0.0, p50=line["p50"], p99=line["p99"],
+                   max=line["max"], versions=versions(), note=f"cpu p99 {line['cpu_p99']} ms; goal none set")]
 
 
 if __name__ == "__main__":
