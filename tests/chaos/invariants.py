@@ -16,6 +16,9 @@ from typing import Any
 # How late a due timer may fire and still count as "fired"; the scheduler polls, the relay batches.
 TIMER_GRACE = timedelta(seconds=6)
 
+# Marks the violation "a report deadline fired although its handoff was acknowledged before due".
+BREACHED_THOUGH_REPORTED = "breached though handoff"
+
 # One logical fact per key: (event type) -> the data fields that name the fact.
 FACT_KEYS: dict[str, tuple[str, ...]] = {
     "IncidentReported": ("incident_id",),
@@ -152,7 +155,9 @@ def _acknowledged_commands_have_events(
     return violations
 
 
-def _deadlines_fire_once_never_early(facts: Mapping[str, Mapping[tuple, list[Event]]], checked_at: datetime) -> list[str]:
+def _deadlines_fire_once_never_early(
+    facts: Mapping[str, Mapping[tuple, list[Event]]], checked_at: datetime
+) -> list[str]:
     violations = []
     acknowledged_at = {key[0]: found[0].data["acknowledged_at"] for key, found in facts["HandoffAcknowledged"].items()}
     for (deadline_id,), armed in facts["DeadlineArmed"].items():
@@ -165,7 +170,7 @@ def _deadlines_fire_once_never_early(facts: Mapping[str, Mapping[tuple, list[Eve
         handoff_id = armed[0].data.get("handoff_id")
         acked = acknowledged_at.get(handoff_id)
         if breaches and armed[0].data.get("kind") in ("report", "REPORT") and acked is not None and acked < due_at:
-            violations.append(f"deadline {deadline_id} breached though handoff {handoff_id} reported at {acked}")
+            violations.append(f"deadline {deadline_id} {BREACHED_THOUGH_REPORTED} {handoff_id} reported at {acked}")
         if not breaches and not cancelled and due_at + TIMER_GRACE < checked_at:
             violations.append(f"deadline {deadline_id} due {due_at} neither fired nor cancelled by {checked_at}")
     for kind in ("DeadlineBreached", "DeadlineCancelled"):

@@ -1,0 +1,150 @@
+"""Chaos scenarios: steady load through the real system while services, the broker or the database fail.
+
+Each scenario ends with the offline invariant check (tests/chaos/invariants.py); every one must find
+zero violations, except the negative control, which runs a service without its outbox and must be caught.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests._infra import unavailable
+from tests.chaos.harness import CHAOS_SERVICES, ChaosStack, Fault, current_profile, run_scenario
+from tests.chaos.invariants import BREACHED_THOUGH_REPORTED
+
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.integration]
+
+# The consumers' session timeout is 10 s; a pause longer than that makes the group rebalance.
+BROKER_PAUSE_SECONDS = 12.0
+# Found by this suite: after a restart sla_timer's scheduler fires report deadlines that fell due during
+# its outage before its consumer has read the HandoffAcknowledged events waiting for it, so units that
+# reported in time are breached and escalated. Strict xfail: fixing sla_timer turns this red as a reminder.
+SLA_TIMER_OUTAGE_BUG = "sla_timer breaches deadlines acknowledged in time while it was down (fires before catching up)"
+# While the broker (or a database) is down, acknowledgements wait in routing's outbox and sla_timer
+# fires on what it knows; the same class of breach as above, not yet designed away (see the README).
+OUTAGE_DELAYS_ACKS = BREACHED_THOUGH_REPORTED
+SURVIVABLE = tuple(name for name in CHAOS_SERVICES if name != "sla_timer")
+
+
+def kill_and_restart(stack: ChaosStack, name: str) -> Fault:
+    def inject() -> None:
+        stack.kill(name)
+        stack.restart(name)
+
+    return Fault(0, f"SIGKILL {name}", inject)
+
+
+def terminate_and_restart(stack: ChaosStack, name: str) -> Fault:
+    def inject() -> None:
+        stack.terminate(name)
+        stack.restart(name)
+
+    return Fault(0, f"SIGTERM {name}", inject)
+
+
+def spaced(faults: list[Fault], first_at: float = 3.0, gap: float = 3.0) -> list[Fault]:
+    """Schedule faults one after another (each one's restart blocks the next)."""
+    return [Fault(first_at + i * gap, f.name, f.inject) for i, f in enumerate(faults)]
+
+
+def local_broker(kafka_server):
+    if kafka_server.local is None:
+        unavailable(f"broker faults need the locally run Kafka; this session's broker is {kafka_server.source}")
+    return kafka_server.local
+
+
+def local_database(postgres_server):
+    if postgres_server.local is None:
+        unavailable(f"database faults need the locally run PostgreSQL; this session's is {postgres_server.source}")
+    return postgres_server.local
+
+
+def assert_no_violations(outcome, *, tolerate: str | None = None) -> None:
+    """Zero violations; `tolerate` names one known-bug class (reported in the summary, not failed on)."""
+    found = [v for v in outcome.verdict.violations if tolerate is None or tolerate not in v]
+    tolerated = len(outcome.verdict.violations) - len(found)
+    if tolerated:
+        print(f"{outcome.scenario}: {tolerated} violations of the known bug tolerated: {SLA_TIMER_OUTAGE_BUG}")
+    assert not found, f"{outcome.summary()}\n" + "\n".join(found[:40])
+
+
+async def test_steady_load_without_faults_keeps_every_invariant(chaos_stack):
+    stack = chaos_stack()
+    assert_no_violations(await run_scenario("control", stack, []))
+
+
+async def test_sigkill_of_each_service_in_turn_loses_and_duplicates_nothing(chaos_stack):
+    stack = chaos_stack()
+    rounds = current_profile().repeats
+    faults = spaced([kill_and_restart(stack, name) for _ in range(rounds) for name in SURVIVABLE])
+    assert_no_violations(await run_scenario("sigkill-each-service", stack, faults))
+
+
+@pytest.mark.slow
+async def test_sigterm_of_each_service_in_turn_loses_and_duplicates_nothing(chaos_stack):
+    stack = chaos_stack()
+    faults = spaced([terminate_and_restart(stack, name) for name in SURVIVABLE])
+    assert_no_violations(await run_scenario("sigterm-each-service", stack, faults))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=SLA_TIMER_OUTAGE_BUG)
+async def test_sla_timer_outage_breaches_no_handoff_acknowledged_in_time(chaos_stack):
+    stack = chaos_stack()
+    faults = [Fault(6, "SIGKILL sla_timer", kill_and_restart(stack, "sla_timer").inject)]
+    assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults))
+
+
+@pytest.mark.slow  # the broker takes ~1 min to recover its log after SIGKILL on this machine
+async def test_broker_sigkill_and_restart_loses_nothing_and_timers_fire_once_after(chaos_stack, kafka_server):
+    broker = local_broker(kafka_server)
+    stack = chaos_stack()
+
+    def crash_broker() -> None:
+        broker.kill()
+        time.sleep(3)
+        broker.start()
+        broker.wait_ready(timeout=120)
+
+    fault = Fault(6, "SIGKILL broker, restart after 3 s", crash_broker)
+    assert_no_violations(await run_scenario("broker-sigkill", stack, [fault]), tolerate=OUTAGE_DELAYS_ACKS)
+
+
+@pytest.mark.slow
+async def test_broker_frozen_past_the_session_timeout_loses_nothing(chaos_stack, kafka_server):
+    broker = local_broker(kafka_server)
+    stack = chaos_stack()
+
+    def freeze_broker() -> None:
+        broker.pause()
+        try:
+            time.sleep(BROKER_PAUSE_SECONDS)
+        finally:
+            broker.resume()
+
+    fault = Fault(5, f"SIGSTOP broker {BROKER_PAUSE_SECONDS:.0f} s, SIGCONT", freeze_broker)
+    assert_no_violations(await run_scenario("broker-sigstop", stack, [fault]), tolerate=OUTAGE_DELAYS_ACKS)
+
+
+@pytest.mark.slow
+async def test_database_restart_loses_nothing(chaos_stack, postgres_server):
+    database = local_database(postgres_server)
+    stack = chaos_stack()
+
+    def restart_database() -> None:
+        database.stop()
+        time.sleep(2)
+        database.start()
+
+    fault = Fault(6, "PostgreSQL stop, start after 2 s", restart_database)
+    assert_no_violations(await run_scenario("postgres-restart", stack, [fault]), tolerate=OUTAGE_DELAYS_ACKS)
+
+
+async def test_checker_catches_a_service_publishing_without_its_outbox(chaos_stack):
+    stack = chaos_stack(unsafe={"routing": "tests.chaos.unsafe_outbox"})
+    faults = [kill_and_restart(stack, "routing")]
+    faults = [Fault(8, "SIGKILL routing (no outbox)", faults[0].inject)]
+    outcome = await run_scenario("negative-control-no-outbox", stack, faults)
+    assert not outcome.verdict.ok, f"the checker missed the unsafe publishing: {outcome.summary()}"
