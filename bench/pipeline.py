@@ -325,6 +325,18 @@ class Run:
             row.ratio = round(row.p99 / base.p99, 2)
         print(f"[bench] {name}: ours p99 {row.p99} ms, raw p99 {base.p99} ms", flush=True)
 
+    async def prime(self, send: Callable[[int], Awaitable[str]], watcher: Watcher, timeout: float = 90) -> None:
+        """Until one message gets through: a consumer group that has just joined may start at the end
+        of its partitions, so messages sent before it was assigned are never read (not the system's loss)."""
+        deadline = time.monotonic() + timeout
+        for i in range(10**6):
+            key = await send(i)
+            await watcher.wait_for([key], 3)
+            if key in watcher.first_seen:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing arrives on {watcher.topic}")
+
     # --- figures ----------------------------------------------------------------------------
 
     async def one_hop(self) -> None:
@@ -334,6 +346,9 @@ class Run:
         watch_ours = await Watcher(self.infra.bootstrap, self.prefix + CLASSIFICATION_DECISIONS.name, "IncidentClassified").start()
         watch_raw = await Watcher(self.infra.bootstrap, self.raw_hop.topics[-1]).start()
         try:
+            await self.prime(self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, "prime", lambda k: report_envelope(k).encode()), watch_ours)
+            await self.prime(self.kafka_sender(self.raw_hop.topics[0], "prime", lambda k: report_envelope(k).encode()), watch_raw)
+
             def ours(pair: int) -> Awaitable[Sample]:
                 send = self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, f"hop{pair}-{uuid.uuid4().hex[:6]}",
                                          lambda key: report_envelope(key).encode())
@@ -356,6 +371,8 @@ class Run:
         watch_ours = await Watcher(self.infra.bootstrap, self.prefix + SLA_DEADLINES.name, "DeadlineArmed").start()
         watch_raw = await Watcher(self.infra.bootstrap, self.raw_chain.topics[-1]).start()
         try:
+            await self.prime(self.report, watch_ours)
+            await self.prime(self.kafka_sender(self.raw_chain.topics[0], "prime", lambda k: report_envelope(k).encode()), watch_raw)
             for rate in p.rates:
                 count = int(rate * p.seconds)
                 warmup = min(p.warmup, count // 5)
