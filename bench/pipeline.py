@@ -14,6 +14,7 @@ were due, not from when the sender got round to them. The first `warmup` message
 from __future__ import annotations
 
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
@@ -61,13 +62,15 @@ class Profile:
     hop_rate: float  # one-hop fixed rate, messages/s
     steps: tuple[float, ...]  # step load, incidents/s; stops at the first step that does not keep up
     step_seconds: float
+    metrics_rate: float  # metrics on/off: fixed rate of the throughput runs, incidents/s
+    metrics_count: int  # reports per throughput run
 
 
 PROFILES = {
     "short": Profile(pairs=3, seconds=10, warmup=50, rates=(14, 50), hop_rate=50, steps=(100, 200, 400, 600),
-                     step_seconds=8),
+                     step_seconds=8, metrics_rate=200, metrics_count=1_600),
     "long": Profile(pairs=5, seconds=30, warmup=200, rates=(14, 50), hop_rate=50,
-                    steps=(100, 200, 300, 400, 500, 600, 800), step_seconds=20),
+                    steps=(100, 200, 300, 400, 500, 600, 800), step_seconds=20, metrics_rate=300, metrics_count=6_000),
 }
 # A step keeps up when everything sent arrives within this long after its due time.
 STEP_MAX_LAG_SECONDS = 2.0
@@ -156,6 +159,7 @@ class Sample:
     seconds: float
     cpu_seconds: float
     sent: int
+    span_seconds: float = 0.0  # first due time → last arrival
 
 
 async def open_loop(rate: float, count: int, send: Callable[[int], Awaitable[str]]) -> tuple[list[float], list[str | None]]:
@@ -181,7 +185,7 @@ async def open_loop(rate: float, count: int, send: Callable[[int], Awaitable[str
 
 
 async def measure(rate: float, count: int, warmup: int, send: Callable[[int], Awaitable[str]], watcher: Watcher,
-                  pids: list[int], wait: float = 30.0) -> Sample:
+                  pids: list[int], wait: float = 120.0) -> Sample:
     """One fixed-rate run: send, wait for every key, and check the sequence."""
     cpu_before = sum(process_cpu_seconds(p) for p in pids)
     started = time.monotonic()
@@ -193,11 +197,15 @@ async def measure(rate: float, count: int, warmup: int, send: Callable[[int], Aw
     seq_of = {k: i for i, k in enumerate(keys) if k is not None}
     received = [seq_of[k] for k in sent_keys if k in watcher.first_seen]
     checks = sequence_check(received, count)
+    if checks["gaps"]:
+        missing = [i for i, k in enumerate(keys) if k is None or k not in watcher.first_seen]
+        print(f"[bench] {watcher.topic}: {len(missing)} never arrived within {wait:g} s, first {missing[:10]}", flush=True)
     checks["duplicate_records"] = watcher.duplicate_records() - copies_before
     latencies = [(watcher.first_seen[k] - due[i]) * 1000 for i, k in enumerate(keys)
                  if i >= warmup and k is not None and k in watcher.first_seen]
     cpu = sum(process_cpu_seconds(p) for p in pids) - cpu_before
-    return Sample(latencies, checks, seconds, cpu, count)
+    arrivals = [watcher.first_seen[k] for k in sent_keys if k in watcher.first_seen]
+    return Sample(latencies, checks, seconds, cpu, count, (max(arrivals) - due[0]) if arrivals else 0.0)
 
 
 # --- the two systems ----------------------------------------------------------------------------
@@ -428,6 +436,44 @@ class Run:
         ))
 
 
+async def metrics_overhead(run: Run) -> None:
+    """Throughput with instrumentation on vs off: the services restarted with GW_<SVC>_METRICS_ENABLED,
+    interleaved on/off `pairs` times; throughput = reports / (first due → last DeadlineArmed)."""
+    p = run.profile
+    watcher = await Watcher(run.infra.bootstrap, run.prefix + SLA_DEADLINES.name, "DeadlineArmed").start()
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, float] = {True: 0.0, False: 0.0}
+    try:
+        for _ in range(p.pairs):
+            for enabled in (True, False):
+                for name, proc in run.services.items():
+                    proc.terminate()
+                    proc.env[f"GW_{name.upper()}_METRICS_ENABLED"] = str(enabled).lower()
+                    proc.start()
+                for proc in run.services.values():
+                    await asyncio.to_thread(proc.wait_healthy, 120)
+                await run.prime(run.report, watcher)
+                sample = await measure(p.metrics_rate, p.metrics_count, 0, run.report, watcher, run.pids(SERVICES))
+                if sequence_failures(sample.checks) or sample.checks["duplicate_records"]:
+                    raise AssertionError(f"metrics {enabled}: sequence check failed: {sample.checks}")
+                rates[enabled].append(p.metrics_count / sample.span_seconds)
+                cpu[enabled] += sample.cpu_seconds
+                print(f"[bench] metrics {'on' if enabled else 'off'}: {rates[enabled][-1]:.1f}/s, cpu {sample.cpu_seconds:.1f}s",
+                      flush=True)
+    finally:
+        await watcher.stop()
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    for enabled, value in ((True, on), (False, off)):
+        run.results.append(Result(
+            bench=BENCH, variant=f"metrics {'on' if enabled else 'off'} throughput", n=p.metrics_count * p.pairs,
+            seconds=0.0, rate=round(value, 1), unit="incidents/s", cpu_seconds=round(cpu[enabled], 2),
+            ratio=round(on / off, 3) if enabled else None, checks={"pairs": p.pairs},
+            versions=versions(kafka=run.infra.kafka_version, postgresql=run.infra.postgres_version),
+            note=f"offered {p.metrics_rate:g}/s; median of runs, spread {spread(rates[enabled])}/s"
+                 + ("; ratio = on / off (goal ≥ 0.97)" if enabled else ""),
+        ))
+
+
 async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[Result]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     await create_topics(infra.bootstrap, prefix=prefix)
@@ -447,6 +493,7 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
             run = Run(infra, profile, prefix, services, producer, http, raw_hop, raw_chain)
             await run.one_hop()
             await run.full()
+            await metrics_overhead(run)
             return run.results
     finally:
         await producer.stop()
