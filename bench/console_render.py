@@ -36,8 +36,8 @@ import uvicorn
 from faststream.kafka import TestKafkaBroker
 
 from contracts.envelope import Event, correlation_for, make_envelope
-from contracts.reference import demo_city
 from contracts.events import HandoffAcknowledged, HandoffDispatched, IncidentClassified, IncidentReported, Location
+from contracts.reference import demo_city
 from contracts.topics import topic_for_event
 from contracts.vocabulary import Category, HandoffRole, Urgency
 from infra.local import free_port
