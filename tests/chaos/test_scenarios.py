@@ -29,12 +29,12 @@ SLA_TIMER_STALE_BREACH_BUG = (
 )
 
 
-def kill_and_restart(stack: ChaosStack, name: str) -> Fault:
+def kill_and_restart(stack: ChaosStack, name: str, at: float = 0) -> Fault:
     def inject() -> None:
         stack.kill(name)
         stack.restart(name)
 
-    return Fault(0, f"SIGKILL {name}", inject)
+    return Fault(at, f"SIGKILL {name}", inject)
 
 
 def terminate_and_restart(stack: ChaosStack, name: str) -> Fault:
@@ -94,7 +94,7 @@ async def test_sigterm_of_each_service_in_turn_loses_and_duplicates_nothing(chao
 @pytest.mark.xfail(strict=True, reason=SLA_TIMER_STALE_BREACH_BUG)
 async def test_sla_timer_outage_breaches_no_handoff_acknowledged_in_time(chaos_stack):
     stack = chaos_stack()
-    faults = [Fault(6, "SIGKILL sla_timer", kill_and_restart(stack, "sla_timer").inject)]
+    faults = [kill_and_restart(stack, "sla_timer", at=6)]
     assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults), tolerate_known_bug=False)
 
 
@@ -145,8 +145,7 @@ async def test_database_restart_loses_nothing(chaos_stack, postgres_server):
 
 async def test_checker_catches_a_service_publishing_without_its_outbox(chaos_stack):
     stack = chaos_stack(unsafe={"routing": "tests.chaos.unsafe_outbox"})
-    faults = [kill_and_restart(stack, "routing")]
-    faults = [Fault(8, "SIGKILL routing (no outbox)", faults[0].inject)]
+    faults = [kill_and_restart(stack, "routing", at=8)]
     outcome = await run_scenario("negative-control-no-outbox", stack, faults)
     caught = [v for v in outcome.verdict.violations if BREACHED_THOUGH_REPORTED not in v]
     assert caught, f"the checker missed the unsafe publishing: {outcome.summary()}"
