@@ -40,7 +40,7 @@ from bench.harness import (
     spread,
     versions,
 )
-from contracts.envelope import HEADER_ID, HEADER_TYPE, correlation_for, make_envelope
+from contracts.envelope import HEADER_ID, HEADER_TYPE, Envelope, correlation_for, make_envelope
 from contracts.events import IncidentReported, Location
 from contracts.reference import demo_city
 from contracts.topics import CLASSIFICATION_DECISIONS, INTAKE_INCIDENTS, SLA_DEADLINES
@@ -139,7 +139,7 @@ class Watcher:
 # --- what is measured -------------------------------------------------------------------------
 
 
-def report_envelope(incident_id: str) -> bytes:
+def report_envelope(incident_id: str) -> Envelope:
     """An IncidentReported as intake would publish it, for the one-hop figure."""
     now = datetime.now(UTC)
     event = IncidentReported(
@@ -148,6 +148,11 @@ def report_envelope(incident_id: str) -> bytes:
         reported_at=now,
     )
     return make_envelope(event, source="bench", subject=incident_id, occurred_at=now, correlation_id=correlation_for(incident_id))
+
+
+def encoded_report(incident_id: str) -> bytes:
+    """The record value of `report_envelope`."""
+    return report_envelope(incident_id).encode()
 
 
 @dataclass
@@ -354,17 +359,17 @@ class Run:
         watch_ours = await Watcher(self.infra.bootstrap, self.prefix + CLASSIFICATION_DECISIONS.name, "IncidentClassified").start()
         watch_raw = await Watcher(self.infra.bootstrap, self.raw_hop.topics[-1]).start()
         try:
-            await self.prime(self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, "prime", lambda k: report_envelope(k).encode()), watch_ours)
-            await self.prime(self.kafka_sender(self.raw_hop.topics[0], "prime", lambda k: report_envelope(k).encode()), watch_raw)
+            await self.prime(self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, "prime", encoded_report), watch_ours)
+            await self.prime(self.kafka_sender(self.raw_hop.topics[0], "prime", encoded_report), watch_raw)
 
             def ours(pair: int) -> Awaitable[Sample]:
                 send = self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, f"hop{pair}-{uuid.uuid4().hex[:6]}",
-                                         lambda key: report_envelope(key).encode())
+                                         encoded_report)
                 return measure(p.hop_rate, count, p.warmup, send, watch_ours, self.pids(("classification",)))
 
             def raw(pair: int) -> Awaitable[Sample]:
                 send = self.kafka_sender(self.raw_hop.topics[0], f"raw{pair}-{uuid.uuid4().hex[:6]}",
-                                         lambda key: report_envelope(key).encode())
+                                         encoded_report)
                 return measure(p.hop_rate, count, p.warmup, send, watch_raw, [self.raw_hop.proc.pid])
 
             await self.paired("one hop", p.hop_rate, ours, raw,
@@ -380,7 +385,7 @@ class Run:
         watch_raw = await Watcher(self.infra.bootstrap, self.raw_chain.topics[-1]).start()
         try:
             await self.prime(self.report, watch_ours)
-            await self.prime(self.kafka_sender(self.raw_chain.topics[0], "prime", lambda k: report_envelope(k).encode()), watch_raw)
+            await self.prime(self.kafka_sender(self.raw_chain.topics[0], "prime", encoded_report), watch_raw)
             for rate in p.rates:
                 count = int(rate * p.seconds)
                 warmup = min(p.warmup, count // 5)
@@ -390,7 +395,7 @@ class Run:
 
                 def raw(pair: int, rate: float = rate, count: int = count, warmup: int = warmup) -> Awaitable[Sample]:
                     send = self.kafka_sender(self.raw_chain.topics[0], f"chain{pair}-{uuid.uuid4().hex[:6]}",
-                                             lambda key: report_envelope(key).encode())
+                                             encoded_report)
                     return measure(rate, count, warmup, send, watch_raw, [self.raw_chain.proc.pid])
 
                 await self.paired(f"full pipeline @{rate:g}/s", rate, ours, raw,
@@ -412,7 +417,7 @@ class Run:
                     sample = await measure(rate, count, 0, self.report, watch_ours, self.pids(SERVICES), wait=STEP_MAX_LAG_SECONDS * 5)
                 else:
                     send = self.kafka_sender(self.raw_chain.topics[0], f"step-{uuid.uuid4().hex[:6]}",
-                                             lambda key: report_envelope(key).encode())
+                                             encoded_report)
                     sample = await measure(rate, count, 0, send, watch_raw, [self.raw_chain.proc.pid],
                                            wait=STEP_MAX_LAG_SECONDS * 5)
                 lat = percentiles(sample.latencies_ms)
