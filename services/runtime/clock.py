@@ -47,10 +47,3 @@ class FakeClock:
         if instant < self._now:
             raise ValueError("time does not run backwards")
         self._now = instant
-
-
-def ensure_utc(value: datetime) -> datetime:
-    """Return the same instant as an aware UTC datetime; naive input is rejected."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("naive datetime: every instant must carry its time zone")
-    return value.astimezone(UTC)
