@@ -123,9 +123,25 @@ def item_selector(incident_id: str) -> str:
     return f'#queue .item[data-incident="{incident_id}"]'
 
 
-def present(driver: WebDriver, css: str) -> object:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0] if found else None
+def present(driver: WebDriver, css: str) -> bool:
+    """Whether an element matches `css` right now."""
+    return bool(driver.execute_script("return document.querySelector(arguments[0]) !== null", css))
+
+
+def text_of(driver: WebDriver, css: str) -> str | None:
+    """The rendered text of the first match, read in one script call.
+
+    The live stream replaces items wholesale (innerHTML), so a WebElement found a moment ago may be
+    stale by the time its .text is read; reading inside the page is atomic.
+    """
+    return driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null", css)
+
+
+def attribute_of(driver: WebDriver, css: str, name: str) -> str | None:
+    """An attribute of the first match, read in one script call (see text_of)."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null", css, name
+    )
 
 
 async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_duty(stack: Stack, browsers):
@@ -140,13 +156,12 @@ async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_d
 
     incident_id = report_from_phone(worker, "楼下有人打架，有人流血，请民警快来")
     # The dispatcher's page was loaded before the report: the item arrives over the live stream.
-    item = wait(dispatcher, lambda d: present(d, item_selector(incident_id)), "incident appears in the dispatcher queue")
-    wait(dispatcher, lambda d: "打架斗殴" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text
+    wait(dispatcher, lambda d: present(d, item_selector(incident_id)), "incident appears in the dispatcher queue")
+    wait(dispatcher, lambda d: "打架斗殴" in (text_of(d, item_selector(incident_id)) or "")
          and len(d.find_elements(By.CSS_SELECTOR, item_selector(incident_id) + " .handoff")) >= 2,
          "classified and dispatched to the officer and health")
-    wait(dispatcher, lambda d: "紧急" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text,
-         "urgent badge")
-    wait(dispatcher, lambda d: "剩余" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id) + " .countdown").text,
+    wait(dispatcher, lambda d: "紧急" in (text_of(d, item_selector(incident_id)) or ""), "urgent badge")
+    wait(dispatcher, lambda d: "剩余" in (text_of(d, item_selector(incident_id) + " .countdown") or ""),
          "live countdown")
     wait(dispatcher, lambda d: d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).click() or True, "open detail")
     wait(dispatcher, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#detail .timeline li")) >= 3, "timeline shown")
@@ -154,8 +169,8 @@ async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_d
 
     # The co-operating health unit reports in the browser; whoever leads reports through the API.
     sign_in(responder, base, "health-D01-1")
-    card = wait(responder, lambda d: present(d, "#my-handoffs .handoff-card[data-state='dispatched']"), "health's handoff")
-    handoff_id = card.get_attribute("data-handoff")
+    waiting_card = "#my-handoffs .handoff-card[data-state='dispatched']"
+    handoff_id = wait(responder, lambda d: attribute_of(d, waiting_card, "data-handoff"), "health's handoff")
     shot(responder, "2-responder-before-report")
     ack_button = f".handoff-card[data-handoff='{handoff_id}'] .btn-ack"
     wait(responder, lambda d: d.find_element(By.CSS_SELECTOR, ack_button).click() or True, "click 报到")
@@ -186,10 +201,10 @@ async def test_an_unreported_general_matter_breaches_turns_red_and_escalates(sta
     dispatcher, worker = browsers["dispatcher"], browsers["worker"]
     incident_id = report_from_phone(worker, f"广场舞音响太吵，影响休息 {uuid.uuid4().hex[:4]}")
     wait(dispatcher, lambda d: present(d, item_selector(incident_id)), "incident appears")
-    breached = wait(dispatcher, lambda d: present(d, item_selector(incident_id) + ".breached"),
-                    "item turns red after the 4 s report deadline", timeout=45)
-    assert "已超时" in breached.text and "▲" in breached.text  # not colour alone
-    wait(dispatcher, lambda d: "升级" in d.find_element(By.CSS_SELECTOR, item_selector(incident_id)).text,
+    breached = item_selector(incident_id) + ".breached"
+    text = wait(dispatcher, lambda d: text_of(d, breached), "item turns red after the 4 s report deadline", timeout=45)
+    assert "已超时" in text and "▲" in text  # not colour alone
+    wait(dispatcher, lambda d: "升级" in (text_of(d, item_selector(incident_id)) or ""),
          "an escalation appears on the item", timeout=45)
     background = dispatcher.execute_script(
         "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor", item_selector(incident_id)
@@ -204,10 +219,10 @@ async def test_supervisor_view_shows_rates_and_the_time_to_report_chart(stack: S
     supervisor.delete_all_cookies()
     sign_in(supervisor, base, "sup-1")
     wait(supervisor, lambda d: present(d, "#ttr-svg rect"), "time-to-report chart drawn")
-    rates = supervisor.find_element(By.ID, "rates").text
+    rates = wait(supervisor, lambda d: text_of(d, "#rates"), "rates shown")
     assert "响应率" in rates and "%" in rates
     assert present(supervisor, "#breaches li")
     shot(supervisor, "6-supervisor")
     supervisor.find_element(By.ID, "lang-toggle").click()
-    wait(supervisor, lambda d: "Response rate" in d.find_element(By.ID, "rates").text, "English switch")
+    wait(supervisor, lambda d: "Response rate" in (text_of(d, "#rates") or ""), "English switch")
     shot(supervisor, "7-supervisor-english")
