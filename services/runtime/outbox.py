@@ -132,6 +132,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self._leader_conn: AsyncConnection | None = None
+        self._backlog_refreshed: float | None = None
         self.healthy = True
 
     def notify(self) -> None:
@@ -150,14 +151,18 @@ class OutboxRelay:
             while not self._stopping:
                 try:
                     if not await self._is_leader():
+                        # Every replica reads the same table, so a standby's gauges agree with the leader's.
+                        await self._refresh_backlog_metrics()
                         await self._sleep(self._poll * 4)
                         continue
                     sent = await self.drain_once()
                     self.healthy = True
                     backoff = 0.1
                     if sent >= self._batch:
+                        # Draining a large backlog: keep the gauges moving, but not on every batch.
+                        await self._refresh_backlog_metrics(at_most_every=self._poll)
                         continue
-                    await self.update_backlog_metrics()
+                    await self._refresh_backlog_metrics()
                     await self._sleep(self._poll)
                 except asyncio.CancelledError:
                     raise
@@ -166,6 +171,9 @@ class OutboxRelay:
                     self._metrics.relay_failures.inc()
                     log.warning("outbox relay round failed", error=repr(exc)[:300], retry_in=backoff)
                     await self._release_leadership()
+                    # A broker outage is exactly when the backlog grows: the database may still
+                    # answer, and the OutboxBacklogStale alert needs the oldest age to keep rising.
+                    await self._refresh_backlog_metrics()
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
@@ -223,6 +231,20 @@ class OutboxRelay:
         self._metrics.outbox_backlog.set(count or 0)
         age = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
         self._metrics.outbox_oldest_age.set(max(age, 0.0))
+
+    async def _refresh_backlog_metrics(self, at_most_every: float = 0.0) -> None:
+        """Refresh the backlog gauges unless refreshed within `at_most_every` seconds; never raise."""
+        loop_time = asyncio.get_running_loop().time()
+        if self._backlog_refreshed is not None and loop_time - self._backlog_refreshed < at_most_every:
+            return
+        try:
+            await asyncio.wait_for(self.update_backlog_metrics(), timeout=5.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the database is down too: the gauges keep their last value
+            log.debug("outbox backlog gauges not refreshed", error=repr(exc)[:200])
+            return
+        self._backlog_refreshed = loop_time
 
     async def _is_leader(self) -> bool:
         if self._engine.dialect.name != "postgresql":
