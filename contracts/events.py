@@ -116,6 +116,10 @@ class HandoffDispatched(Event):
     escalation_level: int = Field(default=0, ge=0)
     bounce_count: int = Field(default=0, ge=0)
     replaces_handoff_id: str | None = None
+    # Which versioned reference data (areas, units, responsibility list) and duty roster chose this
+    # unit, so a decision can be explained after the data changed. Optional: older records lack them.
+    reference_version: str | None = None
+    roster_version: str | None = None
 
 
 @register

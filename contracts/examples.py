@@ -44,6 +44,8 @@ _FIELD_VALUES: dict[str, Any] = {
     "handoff_id": "hf-3f1c9a52-U-POL-P0001",
     "new_handoff_id": "hf-3f1c9a52-U-POL-P0002",
     "replaces_handoff_id": None,
+    "reference_version": "demo-city-2026-860g-320p",
+    "roster_version": "demo-roster-2026.2",
     "trigger_handoff_id": "hf-3f1c9a52-U-POL-P0001",
     "unit_id": "U-POL-P0001",
     "from_unit_id": "U-POL-P0001",
