@@ -118,6 +118,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 0.5,
         publish_timeout: float = 30.0,
+        backlog_refresh_seconds: float = 1.0,
         lock_name: str = "gridwhistle-outbox",
     ) -> None:
         self._engine = engine
@@ -128,11 +129,11 @@ class OutboxRelay:
         self._batch = batch_size
         self._poll = poll_seconds
         self._publish_timeout = publish_timeout
+        self._backlog_refresh = backlog_refresh_seconds
         self._lock_key = zlib.crc32(lock_name.encode())
         self._wake = asyncio.Event()
         self._stopping = False
         self._leader_conn: AsyncConnection | None = None
-        self._backlog_refreshed: float | None = None
         self.healthy = True
 
     def notify(self) -> None:
@@ -147,22 +148,21 @@ class OutboxRelay:
     async def run(self) -> None:
         """Publish until stopped; on failure back off and retry, never dropping a row."""
         backoff = 0.1
+        # The gauges have their own loop: a broker outage (failing or hanging publishes) is exactly
+        # when the backlog grows, and the OutboxBacklogStale alert needs the oldest age to keep
+        # rising while the database still answers. Standbys read the same table, so they agree.
+        gauges = asyncio.create_task(self._watch_backlog(), name="outbox-backlog-gauges")
         try:
             while not self._stopping:
                 try:
                     if not await self._is_leader():
-                        # Every replica reads the same table, so a standby's gauges agree with the leader's.
-                        await self._refresh_backlog_metrics()
                         await self._sleep(self._poll * 4)
                         continue
                     sent = await self.drain_once()
                     self.healthy = True
                     backoff = 0.1
                     if sent >= self._batch:
-                        # Draining a large backlog: keep the gauges moving, but not on every batch.
-                        await self._refresh_backlog_metrics(at_most_every=self._poll)
                         continue
-                    await self._refresh_backlog_metrics()
                     await self._sleep(self._poll)
                 except asyncio.CancelledError:
                     raise
@@ -171,12 +171,11 @@ class OutboxRelay:
                     self._metrics.relay_failures.inc()
                     log.warning("outbox relay round failed", error=repr(exc)[:300], retry_in=backoff)
                     await self._release_leadership()
-                    # A broker outage is exactly when the backlog grows: the database may still
-                    # answer, and the OutboxBacklogStale alert needs the oldest age to keep rising.
-                    await self._refresh_backlog_metrics()
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
         finally:
+            gauges.cancel()
+            await asyncio.gather(gauges, return_exceptions=True)
             await self._release_leadership()
 
     async def drain_once(self) -> int:
@@ -232,19 +231,16 @@ class OutboxRelay:
         age = (self._clock.now() - oldest).total_seconds() if oldest else 0.0
         self._metrics.outbox_oldest_age.set(max(age, 0.0))
 
-    async def _refresh_backlog_metrics(self, at_most_every: float = 0.0) -> None:
-        """Refresh the backlog gauges unless refreshed within `at_most_every` seconds; never raise."""
-        loop_time = asyncio.get_running_loop().time()
-        if self._backlog_refreshed is not None and loop_time - self._backlog_refreshed < at_most_every:
-            return
-        try:
-            await asyncio.wait_for(self.update_backlog_metrics(), timeout=5.0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the database is down too: the gauges keep their last value
-            log.debug("outbox backlog gauges not refreshed", error=repr(exc)[:200])
-            return
-        self._backlog_refreshed = loop_time
+    async def _watch_backlog(self) -> None:
+        """Refresh the backlog gauges every few moments, whatever the publishing loop is doing."""
+        while True:
+            try:
+                await asyncio.wait_for(self.update_backlog_metrics(), timeout=max(self._backlog_refresh, 5.0))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is down too: the gauges keep their last value
+                log.debug("outbox backlog gauges not refreshed", error=repr(exc)[:200])
+            await asyncio.sleep(self._backlog_refresh)
 
     async def _is_leader(self) -> bool:
         if self._engine.dialect.name != "postgresql":

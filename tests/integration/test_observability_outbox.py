@@ -53,7 +53,9 @@ async def test_oldest_age_gauge_grows_while_publishing_fails_and_drops_to_zero_o
     clock = FakeClock()
     broker = FlakyBroker()
     metrics = RuntimeMetrics("t")
-    relay = OutboxRelay(engine, tables[0], broker.publish, clock, metrics, poll_seconds=0.05)
+    relay = OutboxRelay(
+        engine, tables[0], broker.publish, clock, metrics, poll_seconds=0.05, backlog_refresh_seconds=0.05
+    )
     async with UnitOfWork(engine, tables, clock) as uow:
         await uow.emit(reported(), reported())
     task = asyncio.create_task(relay.run())
@@ -85,7 +87,9 @@ async def test_the_relay_survives_a_database_outage_with_its_last_gauge_values(p
     clock = FakeClock()
     broker = FlakyBroker()
     metrics = RuntimeMetrics("t")
-    relay = OutboxRelay(engine, tables[0], broker.publish, clock, metrics, poll_seconds=0.05)
+    relay = OutboxRelay(
+        engine, tables[0], broker.publish, clock, metrics, poll_seconds=0.05, backlog_refresh_seconds=0.05
+    )
     async with UnitOfWork(engine, tables, clock) as uow:
         await uow.emit(reported())
     task = asyncio.create_task(relay.run())
