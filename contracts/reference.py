@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from contracts.vocabulary import Category
 
 POLICE = "police"
+# Reference data and roster versions are recorded on every handoff, in a column of this size.
+VERSION_MAX_LENGTH = 200
 
 
 class _Ref(BaseModel):
@@ -200,7 +202,8 @@ class RosterEntry(_Rostered):
 class DutyRoster(_Ref):
     """Who is on duty when: weekly shifts in one local time zone (stored with the data), versioned."""
 
-    version: str = Field(min_length=1)
+    # Every handoff records it (routing's handoffs.roster_version, HandoffDispatched.roster_version).
+    version: str = Field(min_length=1, max_length=VERSION_MAX_LENGTH)
     timezone: str = "Asia/Shanghai"
     entries: tuple[RosterEntry, ...] = ()
 
@@ -236,7 +239,8 @@ class Issue:
 class ReferenceData(_Ref):
     """The whole reference data set, validated for referential integrity."""
 
-    version: str
+    # Every handoff records it (routing's handoffs.reference_version, HandoffDispatched.reference_version).
+    version: str = Field(min_length=1, max_length=VERSION_MAX_LENGTH)
     departments: tuple[Department, ...]
     districts: tuple[District, ...]
     stations: tuple[Station, ...]

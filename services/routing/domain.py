@@ -6,13 +6,17 @@ No I/O and no framework. Invariants kept here:
 - a deadline is never moved later by anything routing does;
 - every incident has an owner of last resort (兜底): its district's command centre, a team queue;
 - a rostered unit is summoned only while on duty; otherwise its roster fallback stands in;
-- the escalation ladder only climbs: a warning may raise the first rung, a breach the next one.
+- the escalation ladder only climbs: a warning may raise the first rung, a breach the next one;
+- a deadline signal about a unit that reported (报到) at or before the due instant is stale: no escalation;
+- first receiver leads (首接负责): one handoff holds the lead role from the whistle to closure, and it
+  passes only by a named fact (see `LEAD_PASSES_BY`); an escalation never takes it;
+- every handoff records the versions of the reference data and roster that chose its unit.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -31,6 +35,8 @@ OPEN_STATES = frozenset({HandoffState.DISPATCHED, HandoffState.ACKNOWLEDGED, Han
 ACKNOWLEDGED_STATES = frozenset({HandoffState.ACKNOWLEDGED, HandoffState.ON_SCENE, HandoffState.RESOLVED})
 # Handoffs whose unit is no longer the one responsible for their part of the work.
 MOVED_ON_STATES = frozenset({HandoffState.DECLINED, HandoffState.REASSIGNED, HandoffState.RELEASED})
+# Handoffs that handed their role to a named successor (`successor_handoff_id`).
+PASSED_ON_STATES = frozenset({HandoffState.DECLINED, HandoffState.REASSIGNED})
 
 
 def handoff_id_for(incident_id: str, unit_id: str, sequence: str) -> str:
@@ -90,6 +96,22 @@ class RoutingIndex:
                 duty_desk_unit_id=station.duty_desk_unit_id,
                 command_centre_unit_id=self._command_centres[station.district_id],
             )
+
+    @property
+    def reference_version(self) -> str:
+        """Version of the reference data every decision of this index is made with."""
+        return self.ref.version
+
+    @property
+    def roster_version(self) -> str | None:
+        """Version of the duty roster in the reference data (None: no roster, everyone on duty)."""
+        return self.ref.roster.version if self.ref.roster is not None else None
+
+    def stamp(self, handoff: Handoff) -> Handoff:
+        """The handoff with the reference data and roster versions that chose its unit (kept if already set)."""
+        if handoff.reference_version is not None:
+            return handoff
+        return replace(handoff, reference_version=self.reference_version, roster_version=self.roster_version)
 
     def route(self, grid_id: str) -> GridRoute:
         """The grid's route; an unknown grid belongs to the default command centre."""
@@ -256,6 +278,9 @@ class Handoff:
     declined_reason: DeclineReason | None = None
     successor_handoff_id: str | None = None
     ended_at: datetime | None = None
+    # The reference data and roster versions that chose this unit (None: dispatched before they were recorded).
+    reference_version: str | None = None
+    roster_version: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -405,7 +430,10 @@ def decline(
 def next_candidate(
     index: RoutingIndex, handoff: Handoff, route: GridRoute, tried: set[str], bounces: int, max_bounces: int
 ) -> Summons:
-    """After a decline: a neighbouring district's unit of the department, the duty desk, then the command centre."""
+    """After a decline: a neighbouring district's unit of the department, the duty desk, then the command centre.
+
+    Every candidate takes the declining handoff's role, so a declining lead hands the lead on (首接负责).
+    """
     command = Summons(route.command_centre_unit_id, COMMAND, handoff.role, "fallback:bounce_cap")
     # Bouncing (踢皮球) is capped: past max_bounces the command centre owns the incident.
     if bounces >= max_bounces:
@@ -438,7 +466,7 @@ def reassign(
         raise Conflict(f"unknown unit {to_unit_id}")
     if target.id == handoff.unit_id:
         raise Conflict(f"handoff is already with unit {to_unit_id}")
-    summons = Summons(target.id, target.department, handoff.role, "reassigned")
+    summons = Summons(target.id, target.department, handoff.role, "reassigned")  # the role moves with it
     successor = dispatch(
         handoff.incident_id, summons, category=handoff.category, urgency=handoff.urgency, grid_id=handoff.grid_id,
         dispatched_at=now, report_due_at=handoff.report_due_at, sequence=sequence, predecessor=handoff,
@@ -508,6 +536,32 @@ def release(handoff: Handoff, now: datetime) -> Handoff:
     return replace(handoff, state=HandoffState.RELEASED, ended_at=now)
 
 
+# --- first receiver leads (首接负责) -------------------------------------------------------------
+
+# The lead unit stays responsible until closure. Its role moves to another handoff only by one of
+# these facts, each naming the successor; nothing else (an escalation, a decline or resolution by a
+# co-operating unit, a warning, the lead's own resolution, the incident's closure) takes it away.
+LEAD_PASSES_BY: Mapping[str, str] = {
+    "decline": "HandoffDeclined, then HandoffDispatched of the replacement (role lead, same report_due_at)",
+    "reassignment": "HandoffReassigned naming new_handoff_id (role lead, same report_due_at)",
+    "reclassification": "HandoffReleased of the old lead, then HandoffDispatched of the new category's lead",
+    "urgency_tightened": "HandoffReleased, then HandoffDispatched of the same unit (role lead, tighter deadline)",
+    "reopen": "HandoffDispatched of the same lead unit (or its roster stand-in), role lead, fresh deadline",
+}
+
+
+def lead_of(handoffs: Sequence[Handoff]) -> Handoff | None:
+    """The handoff holding the lead (首接负责) now, from handoffs in dispatch order; None if nobody leads.
+
+    A declined or reassigned lead handed its role to its successor; a released lead was replaced (by
+    a reclassification or tighter deadline) unless every lead is released, which is closure: the unit
+    that led then still leads, so a reopen dispatches it again.
+    """
+    leads = [h for h in handoffs if h.role is HandoffRole.LEAD and h.state not in PASSED_ON_STATES]
+    holding = [h for h in leads if h.state is not HandoffState.RELEASED] or leads
+    return holding[-1] if holding else None
+
+
 # --- escalation -------------------------------------------------------------------------------
 
 
@@ -535,6 +589,16 @@ class EscalationPolicy:
         return threshold is not None and fraction >= threshold - 1e-9
 
 
+def reported_in_time(handoff: Handoff, due_at: datetime) -> bool:
+    """True if the unit reported (报到) at or before `due_at`: a warning or breach of that deadline is stale.
+
+    sla_timer fires on what it has consumed so far, so an acknowledgement made in time can reach it
+    after the due instant (consumer lag, a restart, a broker outage). Routing took the acknowledgement
+    itself and knows better: such a signal must never escalate.
+    """
+    return handoff.acknowledged_at is not None and handoff.acknowledged_at <= due_at
+
+
 def _rung(route: GridRoute, level: int) -> Summons:
     if level == LEVEL_DUTY_DESK and route.duty_desk_unit_id is not None:
         return Summons(route.duty_desk_unit_id, POLICE, HandoffRole.ESCALATION, "station_duty_desk")
@@ -550,7 +614,9 @@ def plan_escalation(
     a breach after a warning escalation climbs past the duty desk instead of summoning it again.
     """
     if breached.state is not HandoffState.DISPATCHED:
-        return None  # the unit reported, or the handoff moved on: nothing to escalate
+        # The unit reported (in time, a stale breach: see `reported_in_time`; or late), or the handoff
+        # was declined, reassigned or released: nothing is left to chase.
+        return None
     route = index.route(breached.grid_id)
     climbing = breached.role is HandoffRole.ESCALATION
     level = breached.escalation_level + 1 if climbing else max(LEVEL_DUTY_DESK, raised_level + 1)
@@ -589,7 +655,10 @@ def plan_warning_escalation(
 def escalate(
     breached: Handoff, step: EscalationStep, now: datetime, report_within: timedelta, *, sequence: str
 ) -> Handoff:
-    """The escalation handoff to a team queue; its own short report deadline runs from now."""
+    """The escalation handoff to a team queue; its own short report deadline runs from now.
+
+    Its role is `escalation`: a rung chases the breached unit beside it and never takes the lead (首接负责).
+    """
     return dispatch(
         breached.incident_id, step.summons, category=breached.category, urgency=breached.urgency,
         grid_id=breached.grid_id, dispatched_at=now, report_due_at=now + report_within, sequence=sequence,

@@ -99,6 +99,8 @@ class Routing:
         )
 
     async def _dispatch(self, uow: UnitOfWork, handoff: Handoff, cause: Envelope | None) -> bool:
+        # Every routing decision ends here: record the reference data and roster that made it.
+        handoff = self.index.stamp(handoff)
         if not await repo.insert_handoff(uow.conn, handoff):
             return False  # the same cause arrived again: its handoff already exists
         event = HandoffDispatched(
@@ -115,6 +117,8 @@ class Routing:
             escalation_level=handoff.escalation_level,
             bounce_count=handoff.bounce_count,
             replaces_handoff_id=handoff.replaces_handoff_id,
+            reference_version=handoff.reference_version,
+            roster_version=handoff.roster_version,
         )
         await uow.emit(self._envelope(event, handoff.incident_id, cause, stamped=True))
         return True
@@ -202,7 +206,7 @@ class Routing:
         if data.kind is not DeadlineKind.REPORT or data.handoff_id is None:
             return
         late = await self._unreported(uow, data.handoff_id)
-        if late is None:
+        if late is None or self._stale(late, envelope, "breach"):
             return
         raised = await repo.chain_escalation_level(uow.conn, late.root)
         step = domain.plan_escalation(self.index, late, self.settings.max_escalation_repeats, raised_level=raised)
@@ -219,7 +223,7 @@ class Routing:
         if data.kind is not DeadlineKind.REPORT or data.handoff_id is None:
             return
         late = await self._unreported(uow, data.handoff_id)
-        if late is None:
+        if late is None or self._stale(late, envelope, "warning"):
             return
         raised = await repo.chain_escalation_level(uow.conn, late.root)
         step = domain.plan_warning_escalation(
@@ -227,6 +231,20 @@ class Routing:
         )
         if step is not None:
             await self._escalate(uow, envelope, late, step, sequence=f"warning:{late.handoff_id}")
+
+    def _stale(self, handoff: Handoff, envelope: Envelope, signal: str) -> bool:
+        """True (logged and counted) if the unit reported by the signal's due instant: never escalate then."""
+        data: DeadlineBreached | DeadlineWarned = envelope.data  # type: ignore[assignment]
+        if not domain.reported_in_time(handoff, data.due_at):
+            return False
+        # sla_timer fired before it had consumed the acknowledgement; routing, which took it, knows better.
+        log.warning(
+            "stale deadline signal ignored: the unit reported in time", signal=signal, event_id=str(envelope.id),
+            handoff_id=handoff.handoff_id, deadline_id=data.deadline_id, due_at=data.due_at.isoformat(),
+            acknowledged_at=handoff.acknowledged_at.isoformat() if handoff.acknowledged_at else None,
+        )
+        self.metrics.stale_breaches_ignored.labels(signal).inc()
+        return True
 
     async def _unreported(self, uow: UnitOfWork, handoff_id: str) -> Handoff | None:
         """The handoff a deadline signal is about, locked; None when unknown or its incident is closed."""
@@ -266,11 +284,10 @@ class Routing:
             return
         now = self.now()
         category, urgency = Category(incident.category), Urgency(incident.urgency)
-        handoffs = await repo.incident_handoffs(uow.conn, data.incident_id)
-        leads = [h for h in handoffs if h.role is HandoffRole.LEAD and h.state not in domain.MOVED_ON_STATES]
-        if leads:
-            last = leads[-1]
-            summons = domain.Summons(last.unit_id, last.department, HandoffRole.LEAD, "reopened")
+        # First receiver leads (首接负责): the unit that led until closure is dispatched again.
+        lead = domain.lead_of(await repo.incident_handoffs(uow.conn, data.incident_id))
+        if lead is not None:
+            summons = domain.Summons(lead.unit_id, lead.department, HandoffRole.LEAD, "reopened")
             summons = self.index.staff(summons, self.index.route(incident.grid_id), now)
         else:
             summons = domain.plan_whistle(self.index, incident.grid_id, category, now)[0]

@@ -15,7 +15,7 @@ TIME_TO_REPORT_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 
 
 class RoutingMetrics:
-    """Handoffs dispatched by department and role, declines by reason, escalations by level."""
+    """Handoffs dispatched by department and role, declines by reason, escalations by level, stale signals."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.dispatched = Counter(
@@ -29,6 +29,12 @@ class RoutingMetrics:
         )
         self.escalated = Counter(
             "gridwhistle_routing_escalations_total", "Escalations, by ladder level.", ["level"], registry=registry
+        )
+        self.stale_breaches_ignored = Counter(
+            "gridwhistle_routing_stale_breaches_ignored_total",
+            "Deadline warnings and breaches not escalated because the unit had reported by the due instant.",
+            ["signal"],
+            registry=registry,
         )
         self.time_to_report = Histogram(
             "gridwhistle_routing_time_to_report_seconds",

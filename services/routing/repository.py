@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contracts.reference import VERSION_MAX_LENGTH
 from contracts.vocabulary import Category, DeclineReason, Disposition, HandoffRole, HandoffState, Urgency
 from services.routing.domain import OPEN_STATES, Handoff
 from services.runtime.db import Serial, UTCDateTime, insert_ignoring_conflicts
@@ -60,6 +61,9 @@ handoffs = Table(
     Column("declined_reason", String(40), nullable=True),
     Column("successor_handoff_id", String(36), nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
+    # The reference data and roster versions that chose the unit (NULL for rows from before they were kept).
+    Column("reference_version", String(VERSION_MAX_LENGTH), nullable=True),
+    Column("roster_version", String(VERSION_MAX_LENGTH), nullable=True),
 )
 # A unit's queue: its open handoffs, soonest breach first.
 Index("ix_handoffs_unit_queue", handoffs.c.unit_id, handoffs.c.state, handoffs.c.report_due_at)

@@ -124,3 +124,20 @@ def test_urgency_tightening_redispatches_only_unacknowledged_handoffs_and_never_
                          fresh_due=clock_early.now() + timedelta(minutes=15))
     assert [h.unit_id for h in plan.superseded] == ["U-URBAN_MANAGEMENT-D01"]
     assert all(h.state is HandoffState.DISPATCHED for h in plan.superseded)
+
+
+def test_a_signal_about_a_handoff_reported_by_the_due_instant_is_stale_and_plans_no_escalation() -> None:
+    clock = FakeClock()
+    handoff = officer_handoff(clock)
+    due = handoff.report_due_at
+    policy = domain.EscalationPolicy(warn_at={Urgency.URGENT: 0.8})
+    assert not domain.reported_in_time(handoff, due)
+    assert domain.plan_escalation(INDEX, handoff, 3) is not None
+    for acked_at in (due - timedelta(minutes=1), due):  # in time, or exactly at the due instant
+        acked = domain.acknowledge(handoff, "P0001", acked_at).handoff
+        assert domain.reported_in_time(acked, due)
+        assert domain.plan_escalation(INDEX, acked, 3) is None
+        assert domain.plan_warning_escalation(INDEX, acked, 0.8, policy) is None
+    late = domain.acknowledge(handoff, "P0001", due + timedelta(seconds=1)).handoff
+    assert not domain.reported_in_time(late, due), "a late report is not a stale breach"
+    assert domain.plan_escalation(INDEX, late, 3) is None, "but there is nobody left to chase"
