@@ -8,8 +8,10 @@ whole templates held out per fold; this is the number to tune against.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 from sklearn.model_selection import GroupKFold
@@ -17,6 +19,10 @@ from sklearn.model_selection import GroupKFold
 from contracts.vocabulary import Category
 from services.classification.domain import Classifier, Decision
 from services.classification.model import TextModel, load_classifier, load_corpus, load_taxonomy
+
+# Held-out v3: written by hand, frozen. Its hash is checked on load, so an edit cannot go unnoticed.
+HELDOUT_V3_PATH = Path(__file__).parent / "data" / "heldout_v3.jsonl"
+HELDOUT_V3_SHA256 = "d5770ffa1ee8ab08786b830bfd414bb907cf0867392f160b5954ad81f5051d1d"
 
 URGENT_RECALL_GOAL = 0.98
 MACRO_F1_GOAL = 0.85
@@ -63,6 +69,15 @@ def score(records: list[dict], decisions: list[Decision], split: str) -> Evaluat
         needs_review_share=round(sum(d.needs_review for d in decisions) / len(decisions), 4),
         confusion=confusion_matrix(true_categories, predicted_categories, labels=LABELS).tolist(),
     )
+
+
+def load_heldout_v3(path: Path = HELDOUT_V3_PATH, sha256: str = HELDOUT_V3_SHA256) -> list[dict]:
+    """The frozen hand-written held-out set; refuses a file whose hash is not the frozen one."""
+    raw = Path(path).read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != sha256:
+        raise ValueError(f"{path} was edited: sha256 {digest} != frozen {sha256}")
+    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
 
 
 def evaluate_heldout() -> Evaluation:
