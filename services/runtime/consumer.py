@@ -80,6 +80,11 @@ class EventConsumer:
         self._infra_backoff = infra_backoff_seconds
         # Read by the health monitor: monotonic time the last record finished, whatever its outcome.
         self.last_processed_at: float | None = None
+        # Next offset to process per (topic, partition), advanced only once a record's effects
+        # committed: what a reader of this service's state can trust has been taken into account.
+        self.positions: dict[tuple[str, int], int] = {}
+        # The live aiokafka consumer of this group (None before start, or on the in-memory broker).
+        self.kafka_consumer: Callable[[], Any] = lambda: None
 
     @property
     def event_types(self) -> tuple[str, ...]:
@@ -94,6 +99,8 @@ class EventConsumer:
     async def process(self, record: Record) -> str:
         """Process one record; return the outcome. Raises only on infrastructure failure."""
         outcome = await self._process(record)
+        key = (record.topic, record.partition)
+        self.positions[key] = max(self.positions.get(key, 0), record.offset + 1)
         self.last_processed_at = time.monotonic()
         self._metrics.consumer_last_processed.labels(self.name).set_to_current_time()
         return outcome
@@ -150,6 +157,7 @@ class EventConsumer:
         ):
             with attempt:
                 async with self._uow() as uow:
+                    uow.source = (record.topic, record.partition)
                     if not await uow.claim(self.name, str(envelope.id)):
                         return "duplicate"
                     await handler(uow, envelope)

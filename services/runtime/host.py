@@ -141,8 +141,9 @@ class ServiceRuntime:
         async def on_record(msg: KafkaMessage) -> None:
             await consumer.process(record_from_kafka(msg.raw_message))
 
+        consumer.kafka_consumer = lambda: getattr(subscriber, "consumer", None)
         self.consumers.append(consumer)
-        self.health.watch(consumer, lambda: getattr(subscriber, "consumer", None))
+        self.health.watch(consumer, consumer.kafka_consumer)
         return consumer
 
     def add_background(self, name: str, task: BackgroundTask) -> None:

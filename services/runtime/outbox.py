@@ -52,6 +52,8 @@ class UnitOfWork:
         self.conn: AsyncConnection
         self.emitted: list[Envelope] = []
         self._after_commit: list[Callable[[], None]] = []
+        # (topic, partition) of the record being consumed in this transaction; None for HTTP commands.
+        self.source: tuple[str, int] | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         self._cm = self._engine.begin()

@@ -9,6 +9,7 @@ from contracts.reference import load_reference_data
 from contracts.topics import CLOSURE_OUTCOMES, ROUTING_HANDOFFS
 from services.runtime.clock import Clock
 from services.runtime.host import ServiceRuntime
+from services.runtime.watermarks import ConsumedView
 from services.sla_timer.handlers import DeadlineKeeper, command_router
 from services.sla_timer.metrics import SlaTimerMetrics
 from services.sla_timer.repository import metadata
@@ -24,8 +25,18 @@ def create_app(settings: SlaTimerSettings, clock: Clock | None = None) -> FastAP
     metrics = SlaTimerMetrics(runtime.metrics.registry)
     scheduler = DeadlineScheduler(runtime, settings, policy, metrics)
     keeper = DeadlineKeeper(runtime, policy, scheduler, metrics)
-    runtime.subscribe(ROUTING_HANDOFFS, keeper.routing_handlers(), purpose="handoffs")
-    runtime.subscribe(CLOSURE_OUTCOMES, keeper.closure_handlers(), purpose="closure")
+    handoffs = runtime.subscribe(ROUTING_HANDOFFS, keeper.routing_handlers(), purpose="handoffs")
+    outcomes = runtime.subscribe(CLOSURE_OUTCOMES, keeper.closure_handlers(), purpose="closure")
+    if settings.wait_for_consumed_view:
+        scheduler.use_view(
+            ConsumedView(
+                {runtime.topic(ROUTING_HANDOFFS): handoffs, runtime.topic(CLOSURE_OUTCOMES): outcomes},
+                runtime.clock,
+                settle_seconds=settings.view_settle_seconds,
+                hold_max_seconds=settings.view_hold_max_seconds,
+                on_forced=lambda topic: metrics.forced_fires.labels(topic).inc(),
+            )
+        )
     if settings.scheduler_enabled:
         runtime.add_background("deadline-scheduler", scheduler.run)
     app = runtime.http_app(title="gridwhistle sla_timer", routers=[command_router(runtime, scheduler, reference)])

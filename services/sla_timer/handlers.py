@@ -100,6 +100,8 @@ class DeadlineKeeper:
             "next_fire_at": fire_at,
             "warnings_sent": [],
             "policy_version": policy_version,
+            "source_topic": uow.source[0] if uow.source else None,
+            "source_partition": uow.source[1] if uow.source else None,
         }
         if not await repo.insert_deadline(uow.conn, **row):
             return False

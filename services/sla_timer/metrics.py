@@ -50,3 +50,14 @@ class SlaTimerMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
+        self.held_partitions = Gauge(
+            f"{p}_held_partitions",
+            "Source partitions with due deadlines held until their consumer catches up with the log.",
+            registry=registry,
+        )
+        self.forced_fires = Counter(
+            f"{p}_incomplete_view_releases_total",
+            "Times a partition was released after the hold limit although its consumer was still behind, by topic.",
+            ["topic"],
+            registry=registry,
+        )

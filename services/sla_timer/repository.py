@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, func, select, update
+from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.runtime.db import UTCDateTime, insert_ignoring_conflicts
@@ -50,6 +50,11 @@ deadlines = Table(
     # When the awaited fact (ack, arrival, verification) came after the deadline had fired.
     Column("late_ack_at", UTCDateTime, nullable=True),
     Column("policy_version", String(64), nullable=False),
+    # Where the fact that armed the clock was consumed: the awaited fact (same incident key) comes
+    # on the same partition, so the scheduler fires only once it has processed that partition up
+    # to the due instant. NULL for rows armed before this was recorded (fired without waiting).
+    Column("source_topic", String(255), nullable=True),
+    Column("source_partition", Integer, nullable=True),
 )
 Index(
     "ix_deadlines_armed_next_fire",
@@ -237,14 +242,42 @@ async def resume(
     return result.rowcount == 1
 
 
-async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> Sequence[Any]:
-    """Armed rows whose next fire instant has come, earliest first; on PostgreSQL, locked for us alone."""
+async def due_sources(conn: AsyncConnection, now: datetime) -> Sequence[Any]:
+    """The (source_topic, source_partition) pairs of the armed rows due at `now`."""
     stmt = (
-        select(deadlines)
+        select(deadlines.c.source_topic, deadlines.c.source_partition)
         .where(deadlines.c.state == _ARMED, deadlines.c.next_fire_at <= now)
-        .order_by(deadlines.c.next_fire_at)
-        .limit(limit)
+        .distinct()
     )
+    return (await conn.execute(stmt)).all()
+
+
+async def claim_due(
+    conn: AsyncConnection,
+    now: datetime,
+    limit: int,
+    watermarks: dict[tuple[str, int], datetime | None] | None = None,
+    watched_topics: frozenset[str] = frozenset(),
+) -> Sequence[Any]:
+    """Armed rows whose next fire instant has come, earliest first; on PostgreSQL, locked for us alone.
+
+    With `watermarks`, a row armed from a watched topic is claimed only when its partition's view
+    is complete up to its fire instant; rows of unwatched or unknown sources are not held.
+    """
+    stmt = select(deadlines).where(deadlines.c.state == _ARMED, deadlines.c.next_fire_at <= now)
+    if watermarks is not None:
+        allowed = [deadlines.c.source_topic.is_(None), deadlines.c.source_topic.not_in(sorted(watched_topics))]
+        for (topic, partition), mark in watermarks.items():
+            if mark is not None:
+                allowed.append(
+                    and_(
+                        deadlines.c.source_topic == topic,
+                        deadlines.c.source_partition == partition,
+                        deadlines.c.next_fire_at <= mark,
+                    )
+                )
+        stmt = stmt.where(or_(*allowed))
+    stmt = stmt.order_by(deadlines.c.next_fire_at).limit(limit)
     if conn.dialect.name == "postgresql":
         # Rows another replica is firing are skipped, not waited for; it commits them itself.
         stmt = stmt.with_for_update(skip_locked=True)

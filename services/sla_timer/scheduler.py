@@ -4,6 +4,10 @@ Firing claims a batch of due armed rows (on PostgreSQL with FOR UPDATE SKIP LOCK
 share the work without waiting on each other), marks each with a conditional UPDATE ... WHERE
 state = 'armed' and stages its event in the outbox, all in one transaction. Whoever commits that
 UPDATE first owns the firing; a crashed replica's claim dies with its transaction.
+
+A row is claimed only once the partition its awaited fact arrives on has been processed up to
+the row's fire instant (services.runtime.watermarks): an acknowledgement made in time but still
+unconsumed (lag, a restart, a rebalance) cancels the deadline instead of being breached.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from contracts.deadline_policy import DeadlinePolicy
 from services.runtime.host import ServiceRuntime
 from services.runtime.logs import get_logger
 from services.runtime.outbox import UnitOfWork
+from services.runtime.watermarks import CompleteView, ConsumedView
 from services.sla_timer import facts
 from services.sla_timer import repository as repo
 from services.sla_timer.domain import DeadlineState, next_fire_at, plan_firing
@@ -38,8 +43,10 @@ class DeadlineScheduler:
         settings: SlaTimerSettings,
         policy: DeadlinePolicy,
         metrics: SlaTimerMetrics,
+        view: ConsumedView | CompleteView | None = None,
     ) -> None:
         self._runtime = runtime
+        self._view: ConsumedView | CompleteView = view or CompleteView()
         self._settings = settings
         self._fractions = policy.warning_fractions if settings.warnings_enabled else ()
         self._metrics = metrics
@@ -52,6 +59,10 @@ class DeadlineScheduler:
         """The fractions of a window at which warnings are sent (empty when disabled)."""
         return tuple(self._fractions)
 
+    def use_view(self, view: ConsumedView | CompleteView) -> None:
+        """Fire only what `view` says has been consumed up to its fire instant."""
+        self._view = view
+
     def armed(self, fire_at: datetime) -> None:
         """A deadline now needs the scheduler at `fire_at`; wake it if it sleeps past that."""
         if self._sleeping_until is None or fire_at < self._sleeping_until:
@@ -60,27 +71,45 @@ class DeadlineScheduler:
     async def fire_due(self, now: datetime) -> int:
         """Fire every breach and warning due at `now`, batch by batch; return how many events were emitted."""
         emitted = 0
+        watermarks, watched = await self._watermarks(now)
         while True:
-            claimed, sent = await self._fire_batch(now)
+            claimed, sent = await self._fire_batch(now, watermarks, watched)
             emitted += sent
             # A full batch that emitted nothing made no progress; the next round looks again.
             if claimed < self._settings.fire_batch_size or sent == 0:
                 return emitted
 
-    async def _fire_batch(self, now: datetime) -> tuple[int, int]:
+    async def _watermarks(self, now: datetime) -> tuple[dict[tuple[str, int], datetime | None], frozenset[str]]:
+        """How far each source partition of the due rows has been consumed."""
+        async with self._runtime.engine.connect() as conn:
+            due = await repo.due_sources(conn, now)
+            await conn.rollback()
+        watched = self._view.topics
+        wanted = {(t, p) for t, p in due if t in watched}
+        marks = await self._view.watermarks(wanted, now) if wanted else {}
+        self._metrics.held_partitions.set(sum(1 for mark in marks.values() if mark is None or mark < now))
+        return marks, watched
+
+    async def _fire_batch(
+        self, now: datetime, watermarks: dict[tuple[str, int], datetime | None], watched: frozenset[str]
+    ) -> tuple[int, int]:
         after_commit: list[Any] = []
         async with self._runtime.unit_of_work() as uow:
-            rows = await repo.claim_due(uow.conn, now, self._settings.fire_batch_size)
+            rows = await repo.claim_due(uow.conn, now, self._settings.fire_batch_size, watermarks, watched)
             for row in rows:
-                await self._fire_one(uow, row, now, after_commit)
+                mark = watermarks.get((row.source_topic, row.source_partition)) if row.source_topic in watched else None
+                # What is due is judged at the instant up to which the awaited fact would have been
+                # seen; the firing itself is stamped with the real time.
+                as_seen = min(now, mark) if mark is not None else now
+                await self._fire_one(uow, row, now, after_commit, as_seen)
             sent = len(uow.emitted)
         for record in after_commit:
             record()
         return len(rows), sent
 
-    async def _fire_one(self, uow: UnitOfWork, row: Any, now: datetime, after_commit: list[Any]) -> None:
+    async def _fire_one(self, uow: UnitOfWork, row: Any, now: datetime, after_commit: list[Any], as_seen: datetime) -> None:
         handled = max(row.warnings_sent, default=0.0)
-        plan = plan_firing(row.due_at, row.window_seconds, self._fractions, handled, now)
+        plan = plan_firing(row.due_at, row.window_seconds, self._fractions, handled, as_seen)
         if plan.breach:
             if await repo.fire_if_armed(uow.conn, row.id, at=now):
                 await uow.emit(facts.breached(row, now=now))

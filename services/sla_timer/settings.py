@@ -26,3 +26,10 @@ class SlaTimerSettings(ServiceSettings):
     scheduler_enabled: bool = True
     # Counting open deadlines is a scan of an index; do it this often, not every round.
     pending_gauge_refresh_seconds: float = Field(default=15.0, gt=0)
+    # Fire a deadline only once the partition its awaited fact arrives on has been consumed up to
+    # its due instant (off only on the in-memory test broker, where a publish runs the handler).
+    wait_for_consumed_view: bool = True
+    # After a broker outage, wait this long for other services' outboxes before trusting the view.
+    view_settle_seconds: float = Field(default=3.0, ge=0)
+    # A consumer this long behind the log (while the broker answers) no longer holds deadlines back.
+    view_hold_max_seconds: float = Field(default=30.0, gt=0)

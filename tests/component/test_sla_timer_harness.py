@@ -83,12 +83,23 @@ class SlaTimer:
         response = await self.http.get(f"/api/v1/deadlines/{deadline_id(handoff_id, kind)}")
         return response.json() if response.status_code == 200 else None
 
+    async def set_source(self, handoff_id: str, *, partition: int, kind: DeadlineKind = DeadlineKind.REPORT) -> None:
+        """Pretend a clock was armed from another partition (the in-memory broker has only one)."""
+        from services.sla_timer.repository import deadlines
+
+        async with self.runtime.engine.begin() as conn:
+            await conn.execute(
+                deadlines.update().where(deadlines.c.id == deadline_id(handoff_id, kind)).values(source_partition=partition)
+            )
+
 
 def settings_for(database: Path, **overrides: Any) -> SlaTimerSettings:
     """Settings of an app on a SQLite file, with the scheduler loop off unless asked for."""
     values: dict[str, Any] = {
         "database_url": f"sqlite+aiosqlite:///{database}",
         "scheduler_enabled": False,
+        # The in-memory broker runs a handler inside publish: the view is always complete.
+        "wait_for_consumed_view": False,
         "log_json": False,
         "log_level": "WARNING",
         "outbox_poll_seconds": 0.05,
