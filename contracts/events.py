@@ -339,6 +339,18 @@ class IncidentReopened(Event):
 
 
 @register
+class IncidentEscalatedToCommandCentre(Event):
+    """The reopen cap is spent: the district command centre takes the incident over (兜底) as its lead."""
+
+    event_type = "IncidentEscalatedToCommandCentre"
+    incident_id: str
+    grid_id: str
+    reopen_count: int = Field(ge=0)
+    reason: str = Field(max_length=500)
+    escalated_at: AwareDatetime
+
+
+@register
 class IncidentClosed(Event):
     """The loop is closed (限时办结); `outcome` says honestly whether it was resolved."""
 

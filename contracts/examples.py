@@ -81,6 +81,7 @@ _FIELD_VALUES: dict[str, Any] = {
     "given_at": _AT + timedelta(hours=3),
     "reopen_count": 1,
     "reopened_at": _AT + timedelta(hours=2),
+    "escalated_at": _AT + timedelta(hours=6),
     "outcome": "resolved",
     "closed_at": _AT + timedelta(hours=3),
     "confirmed": True,

@@ -88,6 +88,7 @@ CLOSURE_OUTCOMES = TopicSpec(
         "VerificationRejected",
         "FeedbackGiven",
         "IncidentReopened",
+        "IncidentEscalatedToCommandCentre",
         "IncidentClosed",
     ),
     description="Verification, feedback and closure (反馈, 限时办结).",
