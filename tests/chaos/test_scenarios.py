@@ -1,8 +1,8 @@
 """Chaos scenarios: steady load through the real system while services, the broker or the database fail.
 
 Each scenario ends with the offline invariant check (tests/chaos/invariants.py); every one must find
-zero violations (apart from one known sla_timer bug, counted and printed, see below), except the negative
-control, which runs routing without its outbox and must be caught losing or duplicating an effect.
+zero violations, except the negative control, which runs routing without its outbox and must be caught
+losing or duplicating an effect.
 """
 
 from __future__ import annotations
@@ -19,14 +19,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.integration]
 
 # The consumers' session timeout is 10 s; a pause longer than that makes the group rebalance.
 BROKER_PAUSE_SECONDS = 12.0
-# Found by this suite: sla_timer's scheduler fires a report deadline on what its consumer has read so
-# far. When the HandoffAcknowledged is not read yet at the due instant (sla_timer restarting and catching
-# up, the ack waiting in routing's outbox during a broker outage, or just consumer lag on a busy machine
-# under the 4 s test policy), a unit that reported in time is breached and escalated. Every scenario
-# reports these violations but does not fail on them; the strict xfail below fails once sla_timer is fixed.
-SLA_TIMER_STALE_BREACH_BUG = (
-    "sla_timer breaches report deadlines whose acknowledgement it has not consumed yet (known bug)"
-)
 
 
 def kill_and_restart(stack: ChaosStack, name: str, at: float = 0) -> Fault:
@@ -62,12 +54,9 @@ def local_database(postgres_server):
     return postgres_server.local
 
 
-def assert_no_violations(outcome, *, tolerate_known_bug: bool = True) -> None:
-    """Zero violations, apart from (when tolerated) the known sla_timer bug, which is printed and counted."""
-    known = [v for v in outcome.verdict.violations if tolerate_known_bug and BREACHED_THOUGH_REPORTED in v]
-    found = [v for v in outcome.verdict.violations if v not in known]
-    if known:
-        print(f"{outcome.scenario}: {len(known)} violations tolerated: {SLA_TIMER_STALE_BREACH_BUG}")
+def assert_no_violations(outcome) -> None:
+    """The offline check found nothing wrong in the scenario's history."""
+    found = outcome.verdict.violations
     assert not found, f"{outcome.summary()}\n" + "\n".join(found[:40])
 
 
@@ -90,12 +79,13 @@ async def test_sigterm_of_each_service_in_turn_loses_and_duplicates_nothing(chao
     assert_no_violations(await run_scenario("sigterm-each-service", stack, faults))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SLA_TIMER_STALE_BREACH_BUG)
+# Found by this suite and fixed: the scheduler used to fire on what its consumer had read so far, so an
+# acknowledgement made in time but unread at the due instant (sla_timer restarting and catching up) was
+# breached and escalated. It now waits until the partition is consumed up to the due instant.
 async def test_sla_timer_outage_breaches_no_handoff_acknowledged_in_time(chaos_stack):
     stack = chaos_stack()
     faults = [kill_and_restart(stack, "sla_timer", at=6)]
-    assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults), tolerate_known_bug=False)
+    assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults))
 
 
 @pytest.mark.slow  # the broker takes ~1 min to recover its log after SIGKILL on this machine
@@ -147,5 +137,6 @@ async def test_checker_catches_a_service_publishing_without_its_outbox(chaos_sta
     stack = chaos_stack(unsafe={"routing": "tests.chaos.unsafe_outbox"})
     faults = [kill_and_restart(stack, "routing", at=8)]
     outcome = await run_scenario("negative-control-no-outbox", stack, faults)
+    # What publishing inside the transaction breaks is effects lost or duplicated, not deadlines.
     caught = [v for v in outcome.verdict.violations if BREACHED_THOUGH_REPORTED not in v]
     assert caught, f"the checker missed the unsafe publishing: {outcome.summary()}"
