@@ -30,6 +30,7 @@ from contracts.events import (
     IncidentClassified,
     IncidentClosed,
     IncidentEscalated,
+    IncidentEscalatedToCommandCentre,
     IncidentReclassified,
     IncidentReopened,
     ResponderOnScene,
@@ -302,6 +303,24 @@ class Routing:
         )
         self.metrics.count(uow.emitted)
 
+    async def on_escalated_to_command_centre(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """IncidentEscalatedToCommandCentre: the reopen cap is spent; the district command centre leads (兜底)."""
+        data: IncidentEscalatedToCommandCentre = envelope.data  # type: ignore[assignment]
+        incident = await repo.get_incident(uow.conn, data.incident_id, for_update=True)
+        if incident is None:
+            log.warning("command-centre escalation of an incident routing never saw ignored", incident_id=data.incident_id)
+            return
+        now = self.now()
+        category, urgency = Category(incident.category), Urgency(incident.urgency)
+        command_centre = self.index.route(incident.grid_id).command_centre_unit_id
+        handoff = domain.dispatch(
+            data.incident_id, domain.Summons(command_centre, domain.COMMAND, HandoffRole.LEAD, "reopen_cap"),
+            category=category, urgency=urgency, grid_id=incident.grid_id, dispatched_at=now,
+            report_due_at=self.report_due(now, urgency, category), sequence=f"command-centre:{data.reopen_count}",
+        )
+        await self._dispatch(uow, handoff, envelope)
+        self.metrics.count(uow.emitted)
+
     async def on_closed(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """IncidentClosed: no more escalations; whatever is still open is released."""
         data: IncidentClosed = envelope.data  # type: ignore[assignment]
@@ -510,6 +529,7 @@ def event_handlers(routing: Routing) -> dict[str, dict[str, Any]]:
         "deadlines": {DeadlineBreached.event_type: routing.on_breached, DeadlineWarned.event_type: routing.on_warned},
         "outcomes": {
             IncidentReopened.event_type: routing.on_reopened,
+            IncidentEscalatedToCommandCentre.event_type: routing.on_escalated_to_command_centre,
             IncidentClosed.event_type: routing.on_closed,
         },
     }
