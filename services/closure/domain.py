@@ -27,6 +27,7 @@ from contracts.events import (
     HandoffResolved,
     IncidentClassified,
     IncidentClosed,
+    IncidentEscalatedToCommandCentre,
     IncidentReclassified,
     IncidentReopened,
     IncidentReported,
@@ -44,6 +45,8 @@ class ClosureStatus(StrEnum):
     AWAITING_VERIFICATION = "awaiting_verification"
     AWAITING_FEEDBACK = "awaiting_feedback"
     REOPENED = "reopened"
+    # The reopen cap is spent and the district command centre has taken the lead (兜底).
+    ESCALATED = "escalated"
     CLOSED = "closed"
 
 
@@ -61,7 +64,7 @@ class ClosureRefused(Exception):
 
 
 class ActorNotPermitted(ClosureRefused):
-    """The actor is neither the reporter nor a grid worker of the incident's grid."""
+    """The actor is not one who may act: the reporter, a grid worker of the grid (or, to verify, a supervisor)."""
 
 
 class WrongClosureState(ClosureRefused):
@@ -85,8 +88,8 @@ class HandoffRecord:
     seen_order: int = 0
     disposition: Disposition | None = None
     resolved_at: datetime | None = None
-    # The reopen round the resolution arrived in: a reopened incident needs a lead resolution of
-    # the new round, never the one verification or the reporter already refused.
+    # The round the resolution arrived in (see IncidentClosure.round): a reopened or escalated
+    # incident needs a lead resolution of the new round, never one already refused.
     resolved_round: int | None = None
     withdrawal: Withdrawal | None = None
 
@@ -120,12 +123,18 @@ class IncidentClosure:
     verified_at: datetime | None = None
     outcome: ClosureOutcome | None = None
     satisfaction: Satisfaction | None = None
+    # True once the reopen cap was spent and the incident went to the district command centre.
     escalated: bool = False
     closed_at: datetime | None = None
     # Fingerprint of the last command applied, so a repeated identical call has no second effect.
     last_command: str | None = None
     handoffs_seen: int = 0
     handoffs: dict[str, HandoffRecord] = field(default_factory=dict)
+
+    @property
+    def round(self) -> int:
+        """The handling round: one per reopen, and one more once the command centre took over."""
+        return self.reopen_count + int(self.escalated)
 
     def apply(self, event: Event) -> list[Event]:
         """Record one consumed fact; return the events it caused (IncidentResolved at most)."""
@@ -141,7 +150,7 @@ class IncidentClosure:
             handoff.role = handoff.role or event.role
             handoff.unit_id = handoff.unit_id or event.unit_id
             handoff.disposition, handoff.resolved_at = event.disposition, event.resolved_at
-            handoff.resolved_round = self.reopen_count
+            handoff.resolved_round = self.round
         elif isinstance(event, HandoffReleased):
             self._withdraw(event.handoff_id, Withdrawal.RELEASED)
         elif isinstance(event, HandoffDeclined):
@@ -177,14 +186,15 @@ class IncidentClosure:
     def is_ready_for_verification(self) -> bool:
         """True when the current lead resolved in this round and every counting co-operating handoff resolved."""
         lead = self.current_lead()
-        if lead is None or lead.disposition is None or lead.resolved_round != self.reopen_count:
+        if lead is None or lead.disposition is None or lead.resolved_round != self.round:
             return False
         # Released/declined/reassigned co-ops no longer count; escalation handoffs never block.
         co_operating = [h for h in self.handoffs.values() if h.role is HandoffRole.CO_OPERATING and h.counts]
         return all(h.disposition is not None for h in co_operating)
 
     def _settle(self) -> list[Event]:
-        if self.status not in (ClosureStatus.OPEN, ClosureStatus.REOPENED) or not self.is_ready_for_verification():
+        handling = (ClosureStatus.OPEN, ClosureStatus.REOPENED, ClosureStatus.ESCALATED)
+        if self.status not in handling or not self.is_ready_for_verification():
             return []
         lead = self.current_lead()
         assert lead is not None and lead.disposition is not None and lead.resolved_at is not None
@@ -203,11 +213,22 @@ class IncidentClosure:
         return actor_id == self.reporter_id or actor_id in set(grid_worker_ids)
 
     def verify(
-        self, command: VerifyIncident, *, grid_worker_ids: Iterable[str], now: datetime, max_reopens: int
+        self,
+        command: VerifyIncident,
+        *,
+        grid_worker_ids: Iterable[str],
+        now: datetime,
+        max_reopens: int,
+        supervisor_ids: Iterable[str] = (),
     ) -> list[Event]:
-        """Confirm or reject the outcome (核查); a repeat of the last command has no effect."""
+        """Confirm or reject the outcome (核查); a repeat of the last command has no effect.
+
+        The grid's worker, the reporter or a supervisor may verify (a supervisor checks on site
+        when the grid worker cannot); feedback stays with the reporter and the grid's workers.
+        """
         fingerprint = _fingerprint(command)
-        self._check_actor(command.actor_id, grid_worker_ids)
+        if command.actor_id not in set(supervisor_ids):
+            self._check_actor(command.actor_id, grid_worker_ids)
         if not command.confirmed and not command.reason.strip():
             raise InvalidClosureCommand("a rejected verification needs a reason")
         if self.status is not ClosureStatus.AWAITING_VERIFICATION:
@@ -256,11 +277,25 @@ class IncidentClosure:
     def _reopen_or_give_up(
         self, reason: str, now: datetime, max_reopens: int, satisfaction: Satisfaction | None
     ) -> list[Event]:
-        if self.reopen_count >= max_reopens:
-            # The loop has gone round as often as policy allows: close honestly as unresolved and
-            # flag it for the command centre rather than reopening forever.
-            self.escalated = True
+        if self.escalated:
+            # The command centre, the owner of last resort, had its round too: close honestly as
+            # unresolved rather than going round forever.
             return [self._close(ClosureOutcome.CLOSED_UNRESOLVED, satisfaction, now)]
+        if self.reopen_count >= max_reopens:
+            # The loop has gone round as often as policy allows: the district command centre takes
+            # the incident over (routing dispatches it as the lead) for one last round.
+            self.escalated = True
+            self.status = ClosureStatus.ESCALATED
+            self.verified_by = self.verified_at = None
+            return [
+                IncidentEscalatedToCommandCentre(
+                    incident_id=self.incident_id,
+                    grid_id=self.grid_id or "",
+                    reopen_count=self.reopen_count,
+                    reason=reason[:500],
+                    escalated_at=now,
+                )
+            ]
         self.reopen_count += 1
         self.status = ClosureStatus.REOPENED
         self.verified_by = self.verified_at = None

@@ -142,11 +142,16 @@ def command_router(
         metrics.count(events)
         return closure_view(closure)
 
-    @router.post("/incidents/{incident_id}/verification", summary="Confirm or reject the outcome (核查)")
+    @router.post(
+        "/incidents/{incident_id}/verification",
+        summary="Confirm or reject the outcome (核查): the reporter, a grid worker of the grid, or a supervisor",
+    )
     async def verify(incident_id: str, command: VerifyIncident) -> Any:
         return await run_command(
             incident_id,
-            lambda closure, **context: closure.verify(command, max_reopens=settings.max_reopens, **context),
+            lambda closure, **context: closure.verify(
+                command, max_reopens=settings.max_reopens, supervisor_ids=settings.supervisors, **context
+            ),
         )
 
     @router.post("/incidents/{incident_id}/feedback", summary="The reporter's satisfaction (回访)")

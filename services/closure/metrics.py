@@ -7,11 +7,17 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter
 
 from contracts.envelope import Event
-from contracts.events import FeedbackGiven, IncidentClosed, IncidentReopened, VerificationRejected
+from contracts.events import (
+    FeedbackGiven,
+    IncidentClosed,
+    IncidentEscalatedToCommandCentre,
+    IncidentReopened,
+    VerificationRejected,
+)
 
 
 class ClosureMetrics:
-    """Closed incidents by outcome, reopens by trigger, feedback by satisfaction."""
+    """Closed incidents by outcome, reopens and command-centre escalations by trigger, feedback by satisfaction."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.closed = Counter(
@@ -23,6 +29,12 @@ class ClosureMetrics:
         self.reopens = Counter(
             "gridwhistle_closure_reopens_total",
             "Incidents reopened, by trigger (verification_rejected, not_satisfied).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.escalations = Counter(
+            "gridwhistle_closure_command_centre_escalations_total",
+            "Incidents handed to the district command centre once the reopen cap was spent, by trigger.",
             ["trigger"],
             registry=registry,
         )
@@ -42,5 +54,7 @@ class ClosureMetrics:
                 self.closed.labels(event.outcome.value).inc()
             elif isinstance(event, IncidentReopened):
                 self.reopens.labels(trigger).inc()
+            elif isinstance(event, IncidentEscalatedToCommandCentre):
+                self.escalations.labels(trigger).inc()
             elif isinstance(event, FeedbackGiven):
                 self.feedback.labels(event.satisfaction.value).inc()

@@ -16,6 +16,7 @@ from contracts.events import (
     HandoffResolved,
     IncidentClassified,
     IncidentClosed,
+    IncidentEscalatedToCommandCentre,
     IncidentReopened,
     IncidentReported,
     IncidentResolved,
@@ -289,7 +290,7 @@ async def test_rejected_verification_reopens_until_routing_resolves_the_lead_aga
         assert (await client.get(f"/api/v1/incidents/{incident.id}")).json()["status"] == "awaiting_verification"
 
 
-async def test_the_reopen_loop_hits_the_cap_and_closes_unresolved_escalated(tmp_path):
+async def test_the_reopen_loop_hits_the_cap_and_escalates_to_the_command_centre(tmp_path):
     app, clock = make_app(tmp_path, max_reopens=1)
     async with running(app) as client:
         incident = Incident(app, clock)
@@ -300,12 +301,39 @@ async def test_the_reopen_loop_hits_the_cap_and_closes_unresolved_escalated(tmp_
         await incident.dispatch("lead-2")
         await incident.resolve("lead-2")
         await verify(client, incident)
+        escalated = (await feedback(client, incident, "not_satisfied")).json()
+        assert (escalated["status"], escalated["outcome"]) == ("escalated", None)
+        assert escalated["escalated_to_command_centre"] is True
+        last = (await outbox_envelopes(app))[-1]
+        assert isinstance(last.data, IncidentEscalatedToCommandCentre)
+        assert (last.data.grid_id, last.data.reopen_count) == ("G0001", 1)
+        assert last.causation_id == (await outbox_envelopes(app))[-2].id  # caused by the feedback
+
+        # Routing hands it to the command centre as the lead; its round ends like any other.
+        await incident.dispatch("command-centre")
+        await incident.resolve("command-centre")
+        assert (await verify(client, incident)).status_code == 200
         closed = (await feedback(client, incident, "not_satisfied")).json()
         assert (closed["status"], closed["outcome"]) == ("closed", "closed_unresolved")
-        assert closed["escalated_to_command_centre"] is True
-        last = (await outbox_envelopes(app))[-1].data
-        assert isinstance(last, IncidentClosed)
-        assert (last.outcome.value, last.satisfaction.value) == ("closed_unresolved", "not_satisfied")
+        final = (await outbox_envelopes(app))[-1].data
+        assert isinstance(final, IncidentClosed)
+        assert (final.outcome.value, final.satisfaction.value) == ("closed_unresolved", "not_satisfied")
+        timeline = (await client.get(f"/api/v1/incidents/{incident.id}/timeline")).json()
+        assert "IncidentEscalatedToCommandCentre" in [e["event_type"] for e in timeline["entries"]]
         metrics = (await client.get("/metrics")).text
         assert 'gridwhistle_closure_reopens_total{trigger="not_satisfied"} 1.0' in metrics
+        assert 'gridwhistle_closure_command_centre_escalations_total{trigger="not_satisfied"} 1.0' in metrics
         assert 'gridwhistle_closure_incidents_closed_total{outcome="closed_unresolved"} 1.0' in metrics
+
+
+async def test_a_supervisor_verifies_any_grid_but_gives_no_feedback(tmp_path):
+    app, clock = make_app(tmp_path)
+    async with running(app) as client:
+        incident = Incident(app, clock)
+        await incident.resolved_by_the_lead()
+        assert (await verify(client, incident, actor="sup-2")).status_code == 403  # not a configured supervisor
+        verified = await verify(client, incident, actor="sup-1")
+        assert verified.status_code == 200, verified.text
+        assert verified.json()["verified_by"] == "sup-1"
+        assert (await feedback(client, incident, "satisfied", actor="sup-1")).status_code == 403
+        assert (await feedback(client, incident, "satisfied")).json()["outcome"] == "resolved"

@@ -16,6 +16,7 @@ from contracts.events import (
     HandoffReleased,
     HandoffResolved,
     IncidentClosed,
+    IncidentEscalatedToCommandCentre,
     IncidentReopened,
     IncidentReported,
     IncidentResolved,
@@ -45,6 +46,7 @@ from services.runtime.clock import FakeClock
 REPORTER = "resident-1"
 GRID_WORKER = "W0001"
 WORKERS = (GRID_WORKER,)
+SUPERVISOR = "sup-1"
 
 
 class Story:
@@ -105,7 +107,8 @@ class Story:
     def verify(self, confirmed: bool = True, actor: str = GRID_WORKER, reason: str = "") -> list:
         command = VerifyIncident(actor_id=actor, confirmed=confirmed, reason=reason)
         return self.closure.verify(
-            command, grid_worker_ids=WORKERS, now=self.clock.advance(60), max_reopens=self.max_reopens
+            command, grid_worker_ids=WORKERS, now=self.clock.advance(60), max_reopens=self.max_reopens,
+            supervisor_ids=(SUPERVISOR,),
         )
 
     def feedback(self, satisfaction: Satisfaction, actor: str = REPORTER) -> list:
@@ -409,7 +412,7 @@ def test_the_same_feedback_twice_has_one_effect() -> None:
     assert story.closure.reopen_count == 1
 
 
-def test_the_reopen_loop_hits_the_cap_and_closes_unresolved_for_the_command_centre() -> None:
+def test_the_reopen_loop_hits_the_cap_and_escalates_to_the_command_centre() -> None:
     story = Story(max_reopens=2)
     story.resolved_and_verified()
     for round_number in (1, 2):
@@ -418,23 +421,76 @@ def test_the_reopen_loop_hits_the_cap_and_closes_unresolved_for_the_command_cent
         story.resolve("lead", HandoffRole.LEAD)
         story.verify()
     events = story.feedback(Satisfaction.NOT_SATISFIED)
+    assert types(events) == [FeedbackGiven, IncidentEscalatedToCommandCentre]
+    escalation = events[1]
+    assert (escalation.grid_id, escalation.reopen_count) == ("G0001", 2)
+    assert "not satisfied" in escalation.reason
+    assert story.closure.escalated and story.closure.status is ClosureStatus.ESCALATED
+    assert story.closure.reopen_count == 2  # an escalation is not one more reopen
+    assert story.closure.outcome is None
+
+
+def test_after_the_escalation_only_the_command_centres_resolution_makes_it_ready() -> None:
+    story = Story(max_reopens=0)
+    story.report()
+    story.dispatch("lead", HandoffRole.LEAD)
+    story.dispatch("co", HandoffRole.CO_OPERATING)
+    story.resolve("lead", HandoffRole.LEAD)
+    story.resolve("co", HandoffRole.CO_OPERATING)
+    assert types(story.verify(confirmed=False, reason="没修好")) == [VerificationRejected, IncidentEscalatedToCommandCentre]
+    # Any later fact settles readiness again: the refused round's resolution must not count.
+    assert story.release("an-escalation-rung") == []
+    assert story.dispatch("cmd", HandoffRole.LEAD) == []  # routing's command-centre handoff
+    with pytest.raises(WrongClosureState, match="escalated"):
+        story.verify()
+    assert types(story.resolve("cmd", HandoffRole.LEAD)) == [IncidentResolved]
+    assert story.closure.status is ClosureStatus.AWAITING_VERIFICATION
+    story.verify()
+    closed = story.feedback(Satisfaction.SATISFIED)[-1]
+    assert (closed.outcome, story.closure.escalated) == (ClosureOutcome.RESOLVED, True)
+
+
+def test_refused_again_after_the_command_centres_round_closes_unresolved() -> None:
+    story = Story(max_reopens=1)
+    story.resolved_and_verified()
+    assert types(story.feedback(Satisfaction.NOT_SATISFIED)) == [FeedbackGiven, IncidentReopened]
+    story.resolve("lead", HandoffRole.LEAD)
+    story.verify()
+    assert types(story.feedback(Satisfaction.NOT_SATISFIED)) == [FeedbackGiven, IncidentEscalatedToCommandCentre]
+    story.dispatch("cmd", HandoffRole.LEAD)
+    story.resolve("cmd", HandoffRole.LEAD)
+    story.verify()
+    events = story.feedback(Satisfaction.NOT_SATISFIED)
     assert types(events) == [FeedbackGiven, IncidentClosed]
-    assert events[1].outcome is ClosureOutcome.CLOSED_UNRESOLVED
-    assert events[1].satisfaction is Satisfaction.NOT_SATISFIED
-    assert story.closure.escalated
-    assert story.closure.status is ClosureStatus.CLOSED
-    assert story.closure.reopen_count == 2
+    assert (events[1].outcome, events[1].satisfaction) == (ClosureOutcome.CLOSED_UNRESOLVED, Satisfaction.NOT_SATISFIED)
+    assert story.closure.status is ClosureStatus.CLOSED and story.closure.reopen_count == 1
 
 
-def test_a_rejected_verification_at_the_cap_also_closes_unresolved() -> None:
+def test_a_rejected_verification_at_the_cap_also_escalates() -> None:
     story = Story(max_reopens=0)
     story.report()
     story.dispatch("lead", HandoffRole.LEAD)
     story.resolve("lead", HandoffRole.LEAD)
     events = story.verify(confirmed=False, reason="not fixed")
-    assert types(events) == [VerificationRejected, IncidentClosed]
-    assert events[1].outcome is ClosureOutcome.CLOSED_UNRESOLVED
+    assert types(events) == [VerificationRejected, IncidentEscalatedToCommandCentre]
+    assert "verification rejected: not fixed" in events[1].reason
     assert story.closure.escalated
+
+
+def test_a_supervisor_may_verify_but_not_give_the_reporters_feedback() -> None:
+    story = Story()
+    story.report()
+    story.dispatch("lead", HandoffRole.LEAD)
+    story.resolve("lead", HandoffRole.LEAD)
+    events = story.verify(actor=SUPERVISOR)
+    assert types(events) == [IncidentVerified] and story.closure.verified_by == SUPERVISOR
+    with pytest.raises(ActorNotPermitted):
+        story.feedback(Satisfaction.SATISFIED, actor=SUPERVISOR)
+    with pytest.raises(ActorNotPermitted):
+        story.closure.verify(
+            VerifyIncident(actor_id="sup-2", confirmed=True), grid_worker_ids=WORKERS, now=story.clock.now(),
+            max_reopens=2, supervisor_ids=(SUPERVISOR,),
+        )
 
 
 def test_facts_after_closing_do_not_reopen_or_re_resolve() -> None:
@@ -455,9 +511,8 @@ def test_rejections_and_dissatisfaction_share_one_reopen_cap() -> None:
     assert story.closure.reopen_count == 2
     story.resolve("lead", HandoffRole.LEAD)
     events = story.verify(confirmed=False, reason="still blocked, third time")
-    assert types(events) == [VerificationRejected, IncidentClosed]
-    assert (events[1].outcome, events[1].satisfaction) == (ClosureOutcome.CLOSED_UNRESOLVED, None)
-    assert story.closure.escalated
+    assert types(events) == [VerificationRejected, IncidentEscalatedToCommandCentre]
+    assert story.closure.escalated and story.closure.reopen_count == 2
 
 
 def test_a_reopened_incident_takes_no_feedback_or_verification_until_the_lead_resolves_again() -> None:
