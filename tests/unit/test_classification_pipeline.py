@@ -66,8 +66,9 @@ def test_every_decision_carries_reasons_and_the_combined_version(classifier):
     assert decision.category is Category.ENVIRONMENT
     assert any(r.startswith("category:environment:") for r in decision.rules_fired)
     assert any(r.startswith("model:") for r in decision.rules_fired)
-    taxonomy_version, model_part = decision.version.split("+")
+    taxonomy_version, rules_part, model_part = decision.version.split("+")
     assert taxonomy_version == load_taxonomy().version
+    assert rules_part == f"rules-{load_taxonomy().fingerprint}"
     assert model_part.startswith("model-")
     assert 0 < decision.confidence < 1
 

@@ -30,7 +30,8 @@ classify = RULES.classify
 def test_clear_reports_get_category_and_urgency(text, category, urgency):
     decision = classify(text)
     assert (decision.category, decision.urgency) == (category, urgency)
-    assert decision.version == TAXONOMY.version
+    assert decision.version == RULES.version
+    assert decision.version.startswith(TAXONOMY.version + "+rules-")
     assert decision.rules_fired
 
 
