@@ -348,6 +348,20 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class ChainHead:
+    """The anchor of an incident's chain: how long it is and the hash of its newest entry.
+
+    A chain alone proves that no entry was edited, inserted or removed in the middle; it cannot
+    show that its newest entries were cut off. The head, written in the same transaction as every
+    append, can.
+    """
+
+    incident_id: str
+    length: int
+    hash: str
+
+
+@dataclass(frozen=True)
 class BrokenLink:
     """The first timeline entry whose chain does not verify, and why."""
 
@@ -397,8 +411,33 @@ def next_entry(
     return TimelineEntry(incident_id, seq, at, event_type, event_id, summary, prev_hash, digest)
 
 
-def first_broken_link(entries: Sequence[TimelineEntry]) -> BrokenLink | None:
-    """Recompute one incident's chain (entries in seq order); the first entry that fails, or None."""
+def head_of(entries: Sequence[TimelineEntry]) -> ChainHead | None:
+    """The head that anchors a chain (entries in seq order), or None for an empty one."""
+    if not entries:
+        return None
+    return ChainHead(entries[-1].incident_id, entries[-1].seq, entries[-1].hash)
+
+
+def first_broken_link(entries: Sequence[TimelineEntry], head: ChainHead | None = None) -> BrokenLink | None:
+    """Recompute one incident's chain (entries in seq order); the first entry that fails, or None.
+
+    With `head`, the chain must also end exactly where the anchored head says: fewer entries mean
+    the newest were deleted (truncated), a different last hash that the tail was replaced.
+    """
+    broken = _first_broken_entry(entries)
+    if broken is not None or head is None:
+        return broken
+    length = len(entries)
+    if length < head.length:
+        return BrokenLink(
+            head.incident_id, length + 1, f"truncated: the head records {head.length} entries, {length} remain"
+        )
+    if length > head.length or entries[-1].hash != head.hash:
+        return BrokenLink(head.incident_id, length, "the newest entry does not match the anchored head")
+    return None
+
+
+def _first_broken_entry(entries: Sequence[TimelineEntry]) -> BrokenLink | None:
     expected_prev = GENESIS_HASH
     for position, entry in enumerate(entries, start=1):
         if entry.seq != position:

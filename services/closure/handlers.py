@@ -29,6 +29,7 @@ from contracts.topics import CLASSIFICATION_DECISIONS, INTAKE_INCIDENTS, ROUTING
 from services.closure import repository as repo
 from services.closure.domain import (
     ActorNotPermitted,
+    BrokenLink,
     IncidentClosure,
     InvalidClosureCommand,
     WrongClosureState,
@@ -173,12 +174,18 @@ def command_router(
     async def get_timeline(incident_id: str) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             entries = await repo.timeline_of(conn, incident_id)
-        if not entries:
+            head = await repo.head_of_timeline(conn, incident_id)
+        if not entries and head is None:
             raise HTTPException(404, detail=f"no timeline for incident {incident_id}")
-        broken = first_broken_link(entries)
+        broken = (
+            first_broken_link(entries, head)
+            if head is not None
+            else BrokenLink(incident_id, len(entries), "no anchored head for this chain")
+        )
         return {
             "incident_id": incident_id,
             "chain": "intact" if broken is None else f"broken at seq {broken.seq}: {broken.reason}",
+            "head": {"length": head.length, "hash": head.hash} if head else None,
             "entries": [
                 {
                     "seq": e.seq,

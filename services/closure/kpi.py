@@ -28,13 +28,21 @@ Definitions (every rate is reported with its numerator and denominator):
 - time to report = dispatch → first acknowledgement; time to resolve = report → the latest
   IncidentResolved (a resolution refused at verification was not the resolution). Mean and
   p90 by nearest rank (the smallest value with at least 90% of values at or below it).
-- report breaches = DeadlineBreached of report deadlines.
+- breaches = DeadlineBreached of every clock kind (report 报到, on scene, resolution, verification),
+  counted per kind; `report_breaches` is the report kind alone. A breach of a handoff's clock
+  follows its handoff (period of dispatch, the handoff's unit); a breach of the incident's own
+  clock (verification) follows its incident (period of the whistle, the first lead's unit).
+- Periods: `day`, `week` (ISO week, Monday first, `2026-W10`) and `month` (`2026-03`) of the local
+  date of the period instant. `kind` groups breaches only: one row per clock kind, and nothing
+  else is counted in those rows (incidents and handoffs have no kind).
+- The time-to-report distribution (`time_to_report_histogram`) counts the same durations as
+  `time_to_report` into buckets.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -80,6 +88,15 @@ class Dimension(StrEnum):
     DISTRICT = "district"
     CATEGORY = "category"
     DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    KIND = "kind"
+
+
+PERIODS = frozenset({Dimension.DAY, Dimension.WEEK, Dimension.MONTH})
+BREACH_KINDS = tuple(kind.value for kind in DeadlineKind)
+# Bucket upper bounds of the time-to-report distribution, in seconds: 1, 5, 15, 30 min, 1 h, 2 h, more.
+TIME_TO_REPORT_BUCKETS = (60, 300, 900, 1800, 3600, 7200)
 
 
 @dataclass(frozen=True)
@@ -127,13 +144,14 @@ class FeedbackFact:
 
 @dataclass(frozen=True)
 class BreachFact:
-    """One breached report deadline."""
+    """One breached deadline of any clock kind."""
 
     deadline_id: str
     incident_id: str
     handoff_id: str | None
     unit_id: str | None
     due_at: datetime
+    kind: str = DeadlineKind.REPORT.value
 
 
 @dataclass(frozen=True)
@@ -167,12 +185,14 @@ HANDOFF_EVENTS = (
 
 
 def standalone_fact(envelope: Envelope) -> FeedbackFact | BreachFact | None:
-    """The fact an event adds on its own (feedback, a report breach), keyed so a repeat adds nothing."""
+    """The fact an event adds on its own (feedback, a breach), keyed so a repeat adds nothing."""
     event = envelope.data
     if isinstance(event, FeedbackGiven):
         return FeedbackFact(str(envelope.id), event.incident_id, event.satisfaction.value)
-    if isinstance(event, DeadlineBreached) and event.kind is DeadlineKind.REPORT:
-        return BreachFact(event.deadline_id, event.incident_id, event.handoff_id, event.unit_id, event.due_at)
+    if isinstance(event, DeadlineBreached):
+        return BreachFact(
+            event.deadline_id, event.incident_id, event.handoff_id, event.unit_id, event.due_at, event.kind.value
+        )
     return None
 
 
@@ -288,6 +308,8 @@ class KpiRow:
     response: Ratio
     bounce: Ratio
     report_breaches: int
+    # Breaches per clock kind (every kind present, zeros included) and their total.
+    breaches: Mapping[str, int]
     resolution: Ratio
     handoff_resolution: Ratio
     satisfaction: Ratio
@@ -319,7 +341,7 @@ class _Tally:
     acknowledged: int = 0
     on_time: int = 0
     declined: int = 0
-    breaches: int = 0
+    breaches: Counter[str] = field(default_factory=Counter)
     closed: int = 0
     closed_resolved: int = 0
     with_disposition: int = 0
@@ -341,7 +363,8 @@ class _Tally:
             on_time_report=Ratio(self.on_time, self.due),
             response=Ratio(self.acknowledged, self.due),
             bounce=Ratio(self.declined, self.dispatched),
-            report_breaches=self.breaches,
+            report_breaches=self.breaches[DeadlineKind.REPORT.value],
+            breaches={**{kind: self.breaches[kind] for kind in BREACH_KINDS}, "total": sum(self.breaches.values())},
             resolution=Ratio(self.closed_resolved, self.closed),
             handoff_resolution=Ratio(self.resolved_disposition, self.with_disposition),
             satisfaction=Ratio(self.content, self.feedback),
@@ -416,8 +439,8 @@ def compute_kpis(
         incident = incidents.get(incident_id)
         if dimension is Dimension.ALL:
             return ALL
-        if dimension is Dimension.DAY:
-            return instant.astimezone(local).date().isoformat() if instant else UNKNOWN
+        if dimension in PERIODS:
+            return period_of(instant, dimension, local) if instant else UNKNOWN
         if dimension in (Dimension.DEPARTMENT, Dimension.UNIT):
             owner = handoff or first_lead.get(incident_id)
             if owner is None:
@@ -431,40 +454,90 @@ def compute_kpis(
         return area_group(grid_id)
 
     tallies: dict[str, _Tally] = defaultdict(_Tally)
-    incident_ids = set(incidents) | set(handoffs_by_incident)
-    for incident_id in incident_ids:
-        instant = incident_instant(incident_id)
-        if not in_range(instant):
-            continue
-        tally = tallies[group_of(incident_id, instant, None)]
-        _count_incident(tally, incidents.get(incident_id), handoffs_by_incident.get(incident_id, []))
-
     handoffs = {h.handoff_id: h for hs in handoffs_by_incident.values() for h in hs}
-    for h in handoffs.values():
-        if in_range(h.dispatched_at):
-            _count_handoff(tallies[group_of(h.incident_id, h.dispatched_at, h)], h, as_of)
+    # Incidents, handoffs and feedback have no clock kind: a `kind` grouping counts breaches only.
+    if dimension is not Dimension.KIND:
+        incident_ids = set(incidents) | set(handoffs_by_incident)
+        for incident_id in incident_ids:
+            instant = incident_instant(incident_id)
+            if not in_range(instant):
+                continue
+            tally = tallies[group_of(incident_id, instant, None)]
+            _count_incident(tally, incidents.get(incident_id), handoffs_by_incident.get(incident_id, []))
 
-    for feedback in facts.feedback:
-        instant = incident_instant(feedback.incident_id)
-        if in_range(instant):
-            tally = tallies[group_of(feedback.incident_id, instant, None)]
-            tally.feedback += 1
-            tally.content += feedback.satisfaction in CONTENT_VERDICTS
+        for h in handoffs.values():
+            if in_range(h.dispatched_at):
+                _count_handoff(tallies[group_of(h.incident_id, h.dispatched_at, h)], h, as_of)
+
+        for feedback in facts.feedback:
+            instant = incident_instant(feedback.incident_id)
+            if in_range(instant):
+                tally = tallies[group_of(feedback.incident_id, instant, None)]
+                tally.feedback += 1
+                tally.content += feedback.satisfaction in CONTENT_VERDICTS
 
     for breach in facts.breaches:
-        breached = handoffs.get(breach.handoff_id or "")
-        if breached is None:
-            # The dispatch has not arrived (facts cross topics in any order): attribute what we can.
-            breached = HandoffFact(
-                handoff_id=breach.handoff_id or breach.deadline_id,
-                incident_id=breach.incident_id,
-                unit_id=breach.unit_id,
-                dispatched_at=breach.due_at,
-            )
-        if in_range(breached.dispatched_at):
-            tallies[group_of(breach.incident_id, breached.dispatched_at, breached)].breaches += 1
+        owner: HandoffFact | None
+        if breach.handoff_id is None:
+            # The incident's own clock (verification): it follows the incident, like its feedback.
+            owner, instant = None, incident_instant(breach.incident_id) or breach.due_at
+        else:
+            owner = handoffs.get(breach.handoff_id)
+            if owner is None:
+                # The dispatch has not arrived (facts cross topics in any order): attribute what we can.
+                owner = HandoffFact(
+                    handoff_id=breach.handoff_id,
+                    incident_id=breach.incident_id,
+                    unit_id=breach.unit_id,
+                    dispatched_at=breach.due_at,
+                )
+            instant = owner.dispatched_at
+        if in_range(instant):
+            group = breach.kind if dimension is Dimension.KIND else group_of(breach.incident_id, instant, owner)
+            tallies[group].breaches[breach.kind] += 1
 
     return [tally.row(group) for group, tally in sorted(tallies.items())]
+
+
+def period_of(instant: datetime, dimension: Dimension, local: timezone) -> str:
+    """The day (`2026-03-02`), ISO week (`2026-W10`) or month (`2026-03`) of an instant in local time."""
+    date = instant.astimezone(local).date()
+    if dimension is Dimension.WEEK:
+        year, week, _ = date.isocalendar()
+        return f"{year}-W{week:02d}"
+    if dimension is Dimension.MONTH:
+        return f"{date.year}-{date.month:02d}"
+    return date.isoformat()
+
+
+def report_seconds(handoff: HandoffFact) -> float | None:
+    """Dispatch → first acknowledgement (报到) in seconds, or None when the unit never reported."""
+    if handoff.acknowledged_at is None or handoff.dispatched_at is None:
+        return None
+    return (handoff.acknowledged_at - handoff.dispatched_at).total_seconds()
+
+
+def time_to_report_histogram(
+    facts: KpiFacts,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    bounds: Sequence[int] = TIME_TO_REPORT_BUCKETS,
+) -> list[dict[str, int | None]]:
+    """How many reports took up to each bound (the last bucket open-ended), for handoffs dispatched in [start, end)."""
+    counts = [0] * (len(bounds) + 1)
+    for handoff in facts.handoffs:
+        seconds = report_seconds(handoff)
+        if seconds is None or handoff.dispatched_at is None:
+            continue
+        if (start is not None and handoff.dispatched_at < start) or (end is not None and handoff.dispatched_at >= end):
+            continue
+        counts[next((i for i, bound in enumerate(bounds) if seconds <= bound), len(bounds))] += 1
+    lower = [0, *bounds]
+    return [
+        {"from_seconds": lower[i], "to_seconds": bounds[i] if i < len(bounds) else None, "count": count}
+        for i, count in enumerate(counts)
+    ]
 
 
 def _count_incident(tally: _Tally, incident: IncidentFact | None, handoffs: list[HandoffFact]) -> None:
@@ -489,8 +562,9 @@ def _count_handoff(tally: _Tally, handoff: HandoffFact, as_of: datetime) -> None
     if handoff.disposition is not None:
         tally.with_disposition += 1
         tally.resolved_disposition += handoff.disposition == RESOLVED
-    if handoff.acknowledged_at is not None and handoff.dispatched_at is not None:
-        tally.report_seconds.append((handoff.acknowledged_at - handoff.dispatched_at).total_seconds())
+    seconds = report_seconds(handoff)
+    if seconds is not None:
+        tally.report_seconds.append(seconds)
     if not report_was_owed(handoff, as_of):
         return
     tally.due += 1
@@ -504,6 +578,7 @@ def row_as_dict(row: KpiRow) -> dict[str, object]:
     document: dict[str, object] = {"group": row.group}
     for name in COUNT_FIELDS:
         document[name] = getattr(row, name)
+    document["breaches"] = dict(row.breaches)
     for name in RATIO_FIELDS:
         ratio: Ratio = getattr(row, name)
         document[f"{name}_rate"] = {"numerator": ratio.numerator, "denominator": ratio.denominator, "rate": ratio.rate}

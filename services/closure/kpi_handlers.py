@@ -45,7 +45,17 @@ from contracts.topics import (
     TopicSpec,
 )
 from services.closure import kpi_store
-from services.closure.kpi import Dimension, GridArea, KpiRow, compute_kpis, flat_columns, flat_row, row_as_dict
+from services.closure.kpi import (
+    BREACH_KINDS,
+    Dimension,
+    GridArea,
+    KpiRow,
+    compute_kpis,
+    flat_columns,
+    flat_row,
+    row_as_dict,
+    time_to_report_histogram,
+)
 from services.closure.settings import ClosureSettings
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
@@ -105,6 +115,12 @@ class KpiReader:
         """Figures per group of `dimension` over [start, end), as of now."""
         return (await self.rows_by_dimension((dimension,), start, end))[dimension]
 
+    async def time_to_report(self, start: datetime | None, end: datetime | None) -> list[dict[str, int | None]]:
+        """The time-to-report distribution of handoffs dispatched in [start, end)."""
+        async with self.runtime.engine.connect() as conn:
+            facts = await kpi_store.load_facts(conn)
+        return time_to_report_histogram(facts, start=start, end=end)
+
     async def rows_by_dimension(
         self, dimensions: tuple[Dimension, ...], start: datetime | None, end: datetime | None
     ) -> dict[Dimension, list[KpiRow]]:
@@ -148,6 +164,14 @@ def kpi_router(reader: KpiReader) -> APIRouter:
             "rows": [row_as_dict(row) for row in rows],
         }
 
+    @router.get("/kpis/time-to-report", summary="Distribution of dispatch → report (报到) over [from, to)")
+    async def kpis_time_to_report(
+        start: datetime | None = Query(None, alias="from"),
+        end: datetime | None = Query(None, alias="to"),
+    ) -> dict[str, Any]:
+        start, end = reader.as_instant(start), reader.as_instant(end)
+        return {"from": start, "to": end, "buckets": await reader.time_to_report(start, end)}
+
     @router.get("/kpis.csv", summary="The same figures as CSV (UTF-8 with BOM, for Excel)")
     async def kpis_csv(
         dimension: Dimension = Dimension.ALL,
@@ -182,6 +206,12 @@ class KpiGauges:
         self.breaches = Gauge(
             "gridwhistle_closure_kpi_report_breaches", "Report deadlines breached in the window.", labels, registry=registry
         )
+        self.breaches_by_kind = Gauge(
+            "gridwhistle_closure_kpi_breaches",
+            "Deadlines breached in the window, per clock kind (report, on_scene, resolution, verification).",
+            [*labels, "kind"],
+            registry=registry,
+        )
         self.time_to_report_p90 = Gauge(
             "gridwhistle_closure_kpi_time_to_report_p90_seconds",
             "90th percentile of dispatch → report (报到) in the window.",
@@ -197,7 +227,7 @@ class KpiGauges:
 
     def show(self, rows_by_dimension: dict[Dimension, list[KpiRow]]) -> None:
         """Replace every series with the given figures (a 0/0 rate has no series)."""
-        for gauge in (*self.ratios.values(), self.breaches, self.time_to_report_p90):
+        for gauge in (*self.ratios.values(), self.breaches, self.breaches_by_kind, self.time_to_report_p90):
             gauge.clear()
         for dimension, rows in rows_by_dimension.items():
             for row in rows:
@@ -209,6 +239,8 @@ class KpiGauges:
                     if rate is not None:
                         gauge.labels(*labels).set(rate)
                 self.breaches.labels(*labels).set(row.report_breaches)
+                for kind in BREACH_KINDS:
+                    self.breaches_by_kind.labels(*labels, kind).set(row.breaches[kind])
                 if row.time_to_report.p90_seconds is not None:
                     self.time_to_report_p90.labels(*labels).set(row.time_to_report.p90_seconds)
 

@@ -1,4 +1,4 @@
-"""The KPI projection's tables: facts per incident, handoff, feedback and report breach.
+"""The KPI projection's tables: facts per incident, handoff, feedback and breach (every clock kind).
 
 Rows are keyed by natural ids (incident, handoff, FeedbackGiven event id, deadline id) and merged
 with the pure functions of `kpi.py`, so recording the same event twice, or events in another
@@ -78,6 +78,8 @@ kpi_breaches = Table(
     Column("handoff_id", String(64)),
     Column("unit_id", String(64)),
     Column("due_at", UTCDateTime, nullable=False),
+    # Rows from before breaches of every clock kind were recorded are report breaches.
+    Column("kind", String(20), nullable=False, server_default="report"),
 )
 
 KPI_TABLES = (kpi_incidents, kpi_handoffs, kpi_feedback, kpi_breaches)

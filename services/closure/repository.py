@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts.envelope import Envelope
 from contracts.vocabulary import Category, ClosureOutcome, Disposition, HandoffRole, Satisfaction, Urgency
 from services.closure.domain import (
+    ChainHead,
     ClosureStatus,
     HandoffRecord,
     IncidentClosure,
@@ -70,6 +71,15 @@ timeline = Table(
     Column("event_id", String(36), nullable=False),
     Column("summary", JSON, nullable=False),
     Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# The anchor of each chain: written with every append, so cutting entries off the end shows.
+timeline_heads = Table(
+    "timeline_heads",
+    metadata,
+    Column("incident_id", String(64), primary_key=True),
+    Column("length", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
 )
 
@@ -138,7 +148,7 @@ async def save_closure(conn: AsyncConnection, closure: IncidentClosure) -> None:
 
 
 async def append_to_timeline(conn: AsyncConnection, incident_id: str, envelopes: list[Envelope]) -> None:
-    """Append one chained entry per envelope, in order, after the incident's last entry."""
+    """Append one chained entry per envelope, in order, after the incident's last entry; move the head."""
     previous = await _last_entry(conn, incident_id)
     for envelope in envelopes:
         previous = next_entry(
@@ -150,6 +160,15 @@ async def append_to_timeline(conn: AsyncConnection, incident_id: str, envelopes:
             summary=summarise(envelope.data),
         )
         await conn.execute(timeline.insert().values(**vars(previous)))
+    if previous is not None:
+        await conn.execute(
+            insert_ignoring_conflicts(conn, timeline_heads).values(incident_id=incident_id, length=0, hash="")
+        )
+        await conn.execute(
+            timeline_heads.update()
+            .where(timeline_heads.c.incident_id == incident_id)
+            .values(length=previous.seq, hash=previous.hash)
+        )
 
 
 async def _last_entry(conn: AsyncConnection, incident_id: str) -> TimelineEntry | None:
@@ -169,6 +188,13 @@ async def timeline_of(conn: AsyncConnection, incident_id: str) -> list[TimelineE
     return [TimelineEntry(**row._mapping) for row in rows]
 
 
+async def head_of_timeline(conn: AsyncConnection, incident_id: str) -> ChainHead | None:
+    """The anchored head of an incident's chain, or None when it has none."""
+    row = (await conn.execute(select(timeline_heads).where(timeline_heads.c.incident_id == incident_id))).first()
+    return ChainHead(**row._mapping) if row else None
+
+
 async def incidents_with_timeline(conn: AsyncConnection) -> list[str]:
-    """Every incident id that has timeline entries."""
-    return list((await conn.execute(select(timeline.c.incident_id).distinct().order_by(timeline.c.incident_id))).scalars())
+    """Every incident id that has timeline entries or an anchored head (whose entries may all be gone)."""
+    query = select(timeline.c.incident_id).union(select(timeline_heads.c.incident_id))
+    return sorted((await conn.execute(query)).scalars())

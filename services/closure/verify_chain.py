@@ -1,5 +1,8 @@
 """Recompute the timeline hash chains of a closure database; exit 1 naming the first broken entry.
 
+Each chain must also end where its anchored head (length and newest hash) says, so entries cut
+off the end are caught too; a chain without a head is reported as broken.
+
     python -m services.closure.verify_chain --database-url URL [--incident ID]
 """
 
@@ -24,11 +27,13 @@ async def check_chains(database_url: str, incident_id: str | None = None) -> tup
             incident_ids = [incident_id] if incident_id else await repo.incidents_with_timeline(conn)
             for checked, current in enumerate(incident_ids, start=1):
                 entries = await repo.timeline_of(conn, current)
-                if not entries:
-                    # Only reachable with --incident: a named incident with no history at all may
-                    # have had its whole timeline deleted, which a chain alone cannot show.
+                head = await repo.head_of_timeline(conn, current)
+                if not entries and head is None:
+                    # Only reachable with --incident: closure never recorded anything for it.
                     return checked, BrokenLink(current, 0, "no timeline entries for this incident")
-                broken = first_broken_link(entries)
+                if head is None:
+                    return checked, BrokenLink(current, len(entries), "no anchored head for this chain")
+                broken = first_broken_link(entries, head)
                 if broken is not None:
                     return checked, broken
             return len(incident_ids), None

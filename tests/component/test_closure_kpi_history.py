@@ -4,9 +4,10 @@
 `services.closure.kpi`, so the KPI tests compare two independent computations.
 
 `generate_history` plays a few hundred incidents through the whole loop as the other services
-(and closure) would publish them: acknowledgements on time and late, breaches, declines with
-replacements, releases before and after the deadline, every disposition, every satisfaction,
-rejected verifications and reopens up to the cap. Next to the envelopes it keeps a plain record
+(and closure) would publish them: acknowledgements on time and late, breaches of every clock
+kind, declines with replacements, releases before and after the deadline, every disposition,
+every satisfaction, rejected verifications, reopens up to the cap and the command centre's round
+after it. Next to the envelopes it keeps a plain record
 (`IncidentTruth`, `HandoffTruth`) from which the tests compute the expected figures themselves.
 """
 
@@ -30,6 +31,7 @@ from contracts.events import (
     HandoffResolved,
     IncidentClassified,
     IncidentClosed,
+    IncidentEscalatedToCommandCentre,
     IncidentReclassified,
     IncidentReopened,
     IncidentReported,
@@ -74,6 +76,8 @@ class HandoffTruth:
     declined_at: datetime | None = None
     withdrawn_at: datetime | None = None
     report_breached: bool = False
+    # Breaches of the handoff's other clocks (on scene, resolution).
+    other_breaches: list[DeadlineKind] = field(default_factory=list)
     disposition: Disposition | None = None
 
 
@@ -90,6 +94,8 @@ class IncidentTruth:
     reopens: int = 0
     outcome: ClosureOutcome | None = None
     feedback: list[Satisfaction] = field(default_factory=list)
+    escalated: bool = False
+    verification_breaches: int = 0
 
 
 @dataclass
@@ -106,6 +112,9 @@ class _Player:
 
     def __init__(self, rng: random.Random, reference: ReferenceData, truth: IncidentTruth, urgency: Urgency) -> None:
         self.rng, self.reference, self.truth, self.urgency = rng, reference, truth, urgency
+        # The clocks other than report draw from their own generator, so adding them left the
+        # rest of the history as it was.
+        self.clocks = random.Random(truth.incident_id)
         self.envelopes: list[Envelope] = []
         self.window = timedelta(minutes=15) if urgency is Urgency.URGENT else timedelta(hours=2)
         grid = reference.grid(truth.grid_id)
@@ -155,6 +164,23 @@ class _Player:
             handoff.due_at,
         )
 
+    def breach_other(self, kind: DeadlineKind, handoff: HandoffTruth | None, due_at: datetime) -> None:
+        """A breach of an on-scene or resolution clock (of `handoff`) or of the incident's verification clock."""
+        if handoff is not None:
+            handoff.other_breaches.append(kind)
+            owner = handoff.handoff_id
+        else:
+            self.truth.verification_breaches += 1
+            owner = f"{self.truth.incident_id}/{self.truth.verification_breaches}"
+        self.emit(
+            DeadlineBreached(
+                incident_id=self.truth.incident_id, deadline_id=str(uuid.uuid5(NAMESPACE, f"{owner}/{kind.value}")),
+                handoff_id=handoff.handoff_id if handoff else None, kind=kind, due_at=due_at, urgency=self.urgency,
+                unit_id=handoff.unit_id if handoff else None, fired_at=due_at,
+            ),
+            due_at,
+        )
+
     def acknowledge(self, handoff: HandoffTruth, on_time: bool) -> datetime:
         if on_time:
             at = handoff.dispatched_at + (handoff.due_at - handoff.dispatched_at) * self.rng.uniform(0.05, 1.0)
@@ -169,6 +195,8 @@ class _Player:
             ),
             at,
         )
+        if self.clocks.random() < 0.15:  # reported, then slow to arrive on scene
+            self.breach_other(DeadlineKind.ON_SCENE, handoff, at + timedelta(minutes=30))
         return at
 
     def decline(self, handoff: HandoffTruth) -> datetime:
@@ -188,6 +216,8 @@ class _Player:
         self.emit(HandoffReleased(incident_id=self.truth.incident_id, handoff_id=handoff.handoff_id, unit_id=handoff.unit_id), at)
 
     def resolve(self, handoff: HandoffTruth, disposition: Disposition, at: datetime) -> None:
+        if self.clocks.random() < 0.15:  # the work took longer than its resolution clock
+            self.breach_other(DeadlineKind.RESOLUTION, handoff, at - timedelta(minutes=5))
         handoff.disposition = disposition
         self.emit(
             HandoffResolved(
@@ -284,6 +314,8 @@ def _close_the_loop(rng: random.Random, player: _Player, lead: HandoffTruth, aft
         player.emit(IncidentResolved(incident_id=truth.incident_id, disposition=disposition, resolved_at=resolved_at), resolved_at)
         if rng.random() < 0.05:  # awaiting verification
             return
+        if player.clocks.random() < 0.2:  # verified late: the incident's own clock breached
+            player.breach_other(DeadlineKind.VERIFICATION, None, resolved_at + timedelta(minutes=50))
         at = resolved_at + timedelta(hours=1)
         verdict: Satisfaction | None = None  # None: refused at verification, before any feedback
         if rng.random() < 0.15:
@@ -310,6 +342,21 @@ def _close_the_loop(rng: random.Random, player: _Player, lead: HandoffTruth, aft
                     IncidentClosed(incident_id=truth.incident_id, outcome=outcome, satisfaction=satisfaction, closed_at=at), at
                 )
                 return
+        if truth.reopens >= MAX_REOPENS and not truth.escalated:
+            # The cap is spent: the district command centre takes the lead for one more round.
+            truth.escalated = True
+            player.emit(
+                IncidentEscalatedToCommandCentre(
+                    incident_id=truth.incident_id, grid_id=truth.grid_id, reopen_count=truth.reopens,
+                    reason="reopen cap reached", escalated_at=at,
+                ),
+                at,
+            )
+            lead = player.dispatch(
+                "command", player.district.command_centre_unit_id, HandoffRole.LEAD, at + timedelta(minutes=1), category
+            )
+            after = player.acknowledge(lead, on_time=True)
+            continue
         if truth.reopens >= MAX_REOPENS:
             truth.outcome = ClosureOutcome.CLOSED_UNRESOLVED
             player.emit(
@@ -343,7 +390,10 @@ def generate_history(incidents: int = 240, seed: int = 2026, grids: int = 36) ->
 
 
 CHINA = timedelta(hours=8)
-DIMENSIONS = ("all", "department", "unit", "grid", "community", "station", "district", "category", "day")
+DIMENSIONS = (
+    "all", "department", "unit", "grid", "community", "station", "district", "category", "day", "week", "month", "kind",
+)
+KINDS = ("report", "on_scene", "resolution", "verification")
 # Every deadline of the history is past by then.
 AS_OF = HISTORY_START + timedelta(days=40)
 
@@ -364,8 +414,13 @@ def expected_rows(
             "district": reference.district_of(grid).id,
         }[dimension]
 
-    def day(instant: datetime) -> str:
-        return (instant + CHINA).date().isoformat()
+    def period(instant: datetime) -> str:
+        local = (instant + CHINA).date()
+        if dimension == "week":
+            return f"{local.isocalendar().year}-W{local.isocalendar().week:02d}"
+        if dimension == "month":
+            return local.strftime("%Y-%m")
+        return local.isoformat()
 
     def incident_group(incident: IncidentTruth) -> str:
         first_lead = next(h for h in incident.handoffs if h.role is HandoffRole.LEAD)
@@ -377,8 +432,8 @@ def expected_rows(
             return first_lead.unit_id
         if dimension == "category":
             return incident.category.value
-        if dimension == "day":
-            return day(incident.reported_at)
+        if dimension in ("day", "week", "month"):
+            return period(incident.reported_at)
         return area(incident)
 
     def handoff_group(incident: IncidentTruth, handoff) -> str:
@@ -386,8 +441,8 @@ def expected_rows(
             return handoff.department
         if dimension == "unit":
             return handoff.unit_id
-        if dimension == "day":
-            return day(handoff.dispatched_at)
+        if dimension in ("day", "week", "month"):
+            return period(handoff.dispatched_at)
         return incident_group(incident)
 
     def within(instant: datetime) -> bool:
@@ -395,6 +450,15 @@ def expected_rows(
 
     groups: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for incident in history.incidents:
+        if dimension == "kind":  # breaches only, one group per clock kind
+            for h in incident.handoffs:
+                if within(h.dispatched_at):
+                    groups["report"]["breaches"] += ["report"] if h.report_breached else []
+                    for kind in h.other_breaches:
+                        groups[kind.value]["breaches"].append(kind.value)
+            if within(incident.reported_at):
+                groups["verification"]["breaches"] += ["verification"] * incident.verification_breaches
+            continue
         if within(incident.reported_at):
             g = groups[incident_group(incident)]
             g["incidents"].append(incident.incident_id)
@@ -406,12 +470,14 @@ def expected_rows(
                 g["reached_verification"].append(incident.reopens > 0)
                 g["resolve_seconds"].append((incident.resolved_at - incident.reported_at).total_seconds())
             g["feedback"] += [s in (Satisfaction.SATISFIED, Satisfaction.BASICALLY_SATISFIED) for s in incident.feedback]
+            g["breaches"] += ["verification"] * incident.verification_breaches
         for h in incident.handoffs:
             if not within(h.dispatched_at):
                 continue
             g = groups[handoff_group(incident, h)]
             g["dispatched"].append(h.declined_at is not None)
-            g["breaches"] += [1] if h.report_breached else []
+            g["breaches"] += ["report"] if h.report_breached else []
+            g["breaches"] += [kind.value for kind in h.other_breaches]
             if h.disposition is not None:
                 g["dispositions"].append(h.disposition.value == "resolved")
             if h.acked_at is not None:
@@ -435,7 +501,8 @@ def expected_rows(
             "incidents": len(g["incidents"]),
             "handoffs_dispatched": len(g["dispatched"]),
             "handoffs_due": len(g["owed"]),
-            "report_breaches": len(g["breaches"]),
+            "report_breaches": g["breaches"].count("report"),
+            "breaches": {**{kind: g["breaches"].count(kind) for kind in KINDS}, "total": len(g["breaches"])},
             "on_time_report_rate": ratio([on_time for _, on_time in g["owed"]]),
             "response_rate": ratio([acked for acked, _ in g["owed"]]),
             "bounce_rate": ratio(g["dispatched"]),
@@ -482,6 +549,10 @@ def test_the_generated_history_covers_every_case_the_kpis_distinguish():
     assert any(h.acked_at and h.acked_at <= h.due_at for h in handoffs)
     assert any(h.acked_at and h.acked_at > h.due_at for h in handoffs)
     assert any(h.report_breached and h.acked_at is None for h in handoffs)
+    assert {k for h in handoffs for k in h.other_breaches} == {DeadlineKind.ON_SCENE, DeadlineKind.RESOLUTION}
+    assert any(i.verification_breaches for i in history.incidents)
+    assert any(i.escalated and i.outcome is ClosureOutcome.CLOSED_UNRESOLVED for i in history.incidents)
+    assert any(i.escalated and i.outcome is not ClosureOutcome.CLOSED_UNRESOLVED for i in history.incidents)
     assert any(h.declined_at for h in handoffs)
     assert any(h.withdrawn_at and h.withdrawn_at < h.due_at for h in handoffs)
     assert {h.disposition for h in handoffs} >= set(Disposition)

@@ -148,3 +148,26 @@ async def test_headline_gauges_on_metrics_match_the_figures_with_bounded_labels(
     kpi_lines = [line for line in text.splitlines() if line.startswith("gridwhistle_closure_kpi_")]
     assert not any(i.incident_id in text for i in history.incidents)
     assert not any('dimension="unit"' in line or 'dimension="grid"' in line for line in kpi_lines)
+
+
+async def test_the_time_to_report_distribution_counts_every_report_once(fed, history):
+    body = (await fed.get("/api/v1/kpis/time-to-report")).json()
+    seconds = [(h.acked_at - h.dispatched_at).total_seconds() for i in history.incidents for h in i.handoffs if h.acked_at]
+    assert sum(b["count"] for b in body["buckets"]) == len(seconds)
+    assert body["buckets"][2] == {
+        "from_seconds": 300, "to_seconds": 900, "count": sum(1 for s in seconds if 300 < s <= 900),
+    }
+    bounded = (await fed.get("/api/v1/kpis/time-to-report", params={"from": "2030-01-01"})).json()
+    assert sum(b["count"] for b in bounded["buckets"]) == 0
+
+
+async def test_breaches_of_every_kind_are_gauged_per_kind(fed, history):
+    overall = expected_rows(history, "all")["all"]["breaches"]
+    assert all(overall[kind] > 0 for kind in ("report", "on_scene", "resolution", "verification"))
+
+    async def shown() -> str | None:
+        text = (await fed.get("/metrics")).text
+        line = f'gridwhistle_closure_kpi_breaches{{dimension="all",group="all",kind="verification"}} {float(overall["verification"])}'
+        return text if line in text else None
+
+    await wait_for(shown, timeout=10)

@@ -9,6 +9,7 @@ import pytest
 
 from contracts.envelope import Envelope
 from contracts.events import (
+    DeadlineBreached,
     FeedbackGiven,
     HandoffAcknowledged,
     HandoffDispatched,
@@ -16,9 +17,10 @@ from contracts.events import (
     IncidentReopened,
     IncidentResolved,
 )
-from contracts.vocabulary import Category, Disposition, HandoffRole, Satisfaction, Urgency
+from contracts.vocabulary import Category, DeadlineKind, Disposition, HandoffRole, Satisfaction, Urgency
 from services.closure.kpi import (
     HANDOFF_EVENTS,
+    TIME_TO_REPORT_BUCKETS,
     INCIDENT_EVENTS,
     BreachFact,
     Dimension,
@@ -34,6 +36,7 @@ from services.closure.kpi import (
     report_was_owed,
     row_as_dict,
     standalone_fact,
+    time_to_report_histogram,
 )
 from tests.component.test_closure_kpi_history import (
     AS_OF,
@@ -226,3 +229,62 @@ def test_a_repeated_feedback_event_adds_the_same_keyed_fact():
     )
     assert standalone_fact(envelope) == standalone_fact(envelope)
     assert standalone_fact(envelope).event_id == str(envelope.id)
+
+
+def test_weeks_and_months_are_local_iso_weeks_and_calendar_months():
+    # 2026-12-31 23:30 UTC is 1 January 2027 in China: ISO week 53 of 2026 in China, not week 53 in UTC.
+    new_year_in_china = datetime(2026, 12, 31, 17, 30, tzinfo=UTC)
+    facts = KpiFacts(incidents=[IncidentFact("i1", reported_at=new_year_in_china)])
+    assert [r.group for r in compute_kpis(facts, dimension=Dimension.MONTH, as_of=T0, areas={})] == ["2027-01"]
+    assert [r.group for r in compute_kpis(facts, dimension=Dimension.WEEK, as_of=T0, areas={})] == ["2026-W53"]
+    monday = datetime(2027, 1, 3, 16, 0, tzinfo=UTC)  # Monday 4 January 2027, 00:00 in China
+    facts = KpiFacts(incidents=[IncidentFact("i2", reported_at=monday)])
+    assert [r.group for r in compute_kpis(facts, dimension=Dimension.WEEK, as_of=T0, areas={})] == ["2027-W01"]
+
+
+def test_breaches_of_every_clock_kind_are_counted_per_kind_and_the_kind_dimension_counts_only_them():
+    handoff = HandoffFact(**{**vars(dispatched("h1")), "acknowledged_at": T0 + timedelta(minutes=5)})
+    facts = KpiFacts(
+        incidents=[IncidentFact("i1", reported_at=T0)],
+        handoffs=[handoff],
+        breaches=[
+            BreachFact("d-report", "i1", "h1", "U-1", T0 + timedelta(minutes=15), "report"),
+            BreachFact("d-scene", "i1", "h1", "U-1", T0 + timedelta(minutes=45), "on_scene"),
+            BreachFact("d-resolve", "i1", "h1", "U-1", T0 + timedelta(hours=5), "resolution"),
+            BreachFact("d-verify", "i1", None, None, T0 + timedelta(hours=9), "verification"),
+        ],
+    )
+    [row] = compute_kpis(facts, dimension=Dimension.ALL, as_of=T0, areas={})
+    assert row.breaches == {"report": 1, "on_scene": 1, "resolution": 1, "verification": 1, "total": 4}
+    assert row.report_breaches == 1
+    # The incident's own clock follows its first lead, like its other figures.
+    [unit_row] = compute_kpis(facts, dimension=Dimension.UNIT, as_of=T0, areas={})
+    assert (unit_row.group, unit_row.breaches["total"]) == ("U-1", 4)
+    kinds = {r.group: r for r in compute_kpis(facts, dimension=Dimension.KIND, as_of=T0, areas={})}
+    assert sorted(kinds) == ["on_scene", "report", "resolution", "verification"]
+    assert all(r.breaches["total"] == 1 and r.incidents == 0 and r.handoffs_dispatched == 0 for r in kinds.values())
+    assert kinds["report"].report_breaches == 1 and kinds["verification"].report_breaches == 0
+
+
+def test_a_breach_event_of_any_kind_becomes_a_keyed_fact():
+    breached = DeadlineBreached(
+        incident_id="i1", deadline_id="d1", handoff_id=None, kind=DeadlineKind.VERIFICATION, due_at=T0,
+        urgency=Urgency.GENERAL, fired_at=T0,
+    )
+    fact = standalone_fact(envelope_for(breached, "i1", at=T0))
+    assert fact == BreachFact("d1", "i1", None, None, T0, "verification")
+
+
+def test_the_time_to_report_histogram_counts_the_same_durations_as_the_figures(history):
+    facts = project(history.envelopes)
+    buckets = time_to_report_histogram(facts)
+    [row] = compute_kpis(facts, dimension=Dimension.ALL, as_of=AS_OF, areas={})
+    assert sum(b["count"] for b in buckets) == row.time_to_report.count
+    assert [b["to_seconds"] for b in buckets] == [*TIME_TO_REPORT_BUCKETS, None]
+    seconds = sorted(
+        (h.acked_at - h.dispatched_at).total_seconds() for i in history.incidents for h in i.handoffs if h.acked_at
+    )
+    assert buckets[0]["count"] == sum(1 for s in seconds if s <= 60)
+    assert buckets[-1]["count"] == sum(1 for s in seconds if s > TIME_TO_REPORT_BUCKETS[-1])
+    edge = HandoffFact(**{**vars(dispatched("edge")), "acknowledged_at": T0 + timedelta(seconds=300)})
+    assert [b["count"] for b in time_to_report_histogram(KpiFacts(handoffs=[edge]))][:3] == [0, 1, 0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.closure.domain import GENESIS_HASH, TimelineEntry, first_broken_link, next_entry
+from services.closure.domain import GENESIS_HASH, ChainHead, TimelineEntry, first_broken_link, head_of, next_entry
 from services.runtime.clock import FakeClock
 
 
@@ -63,3 +63,31 @@ def test_a_deleted_entry_is_caught() -> None:
 
 def test_an_empty_timeline_has_nothing_broken() -> None:
     assert first_broken_link([]) is None
+
+
+def test_a_chain_ending_at_its_anchored_head_verifies() -> None:
+    entries = chain(4)
+    head = head_of(entries)
+    assert head == ChainHead("inc-1", 4, entries[-1].hash)
+    assert first_broken_link(entries, head) is None
+
+
+def test_entries_cut_off_the_end_are_caught_by_the_head() -> None:
+    entries = chain(4)
+    head = head_of(entries)
+    assert first_broken_link(entries[:2]) is None  # the chain alone cannot tell
+    broken = first_broken_link(entries[:2], head)
+    assert broken is not None and broken.seq == 3 and "truncated" in broken.reason
+    gone = first_broken_link([], head)
+    assert gone is not None and "4 entries, 0 remain" in gone.reason
+
+
+def test_a_replaced_tail_does_not_match_the_head() -> None:
+    entries = chain(4)
+    head = head_of(entries)
+    forged = next_entry(
+        entries[2], incident_id="inc-1", at=entries[3].at, event_type="HandoffResolved",
+        event_id=entries[3].event_id, summary={"handoff_id": "h3", "disposition": "unfounded"},
+    )
+    broken = first_broken_link([*entries[:3], forged], head)
+    assert broken is not None and broken.seq == 4 and "head" in broken.reason
