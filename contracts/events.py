@@ -254,6 +254,21 @@ class DeadlineBreached(_DeadlineFact):
 
 
 @register
+class DeadlineBreachWithdrawn(_DeadlineFact):
+    """A breach was withdrawn: the awaited fact was stamped before the due instant but reached the
+    timer only after it fired (e.g. it waited in its producer's outbox through a crash or outage).
+
+    Consumers undo what the breach meant to them (a red item, a breach in the rates); routing never
+    escalated on it, since it knew of the acknowledgement. Emitted at most once per deadline.
+    """
+
+    event_type = "DeadlineBreachWithdrawn"
+    fact_at: AwareDatetime
+    withdrawn_at: AwareDatetime
+    reason: str = Field(max_length=200)
+
+
+@register
 class DeadlineCancelled(_DeadlineFact):
     """The awaited fact arrived before the deadline."""
 

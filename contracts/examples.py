@@ -82,6 +82,8 @@ _FIELD_VALUES: dict[str, Any] = {
     "reopen_count": 1,
     "reopened_at": _AT + timedelta(hours=2),
     "escalated_at": _AT + timedelta(hours=6),
+    "fact_at": _AT + timedelta(minutes=14, seconds=59),
+    "withdrawn_at": _AT + timedelta(minutes=15, seconds=2),
     "outcome": "resolved",
     "closed_at": _AT + timedelta(hours=3),
     "confirmed": True,

@@ -72,11 +72,12 @@ SLA_DEADLINES = TopicSpec(
         "DeadlineArmed",
         "DeadlineWarned",
         "DeadlineBreached",
+        "DeadlineBreachWithdrawn",
         "DeadlineCancelled",
         "DeadlinePaused",
         "DeadlineResumed",
     ),
-    description="Deadline chain facts: armed, warned, breached, cancelled, paused, resumed.",
+    description="Deadline chain facts: armed, warned, breached (and withdrawn), cancelled, paused, resumed.",
 )
 CLOSURE_OUTCOMES = TopicSpec(
     name="gridwhistle.closure.outcomes",
