@@ -18,6 +18,7 @@ from contracts.envelope import Event
 from contracts.events import (
     DeadlineArmed,
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     FeedbackGiven,
     HandoffAcknowledged,
     HandoffDeclined,
@@ -354,6 +355,8 @@ def timeline_summary(event: Event) -> str:
         case DeadlineBreached():
             who = f" by {event.unit_id}" if event.unit_id else ""
             return f"{event.kind.value} deadline missed{who} (due {_fmt(event.due_at)})"
+        case DeadlineBreachWithdrawn():
+            return f"{event.kind.value} deadline breach withdrawn: done in time ({_fmt(event.fact_at)})"
         case IncidentResolved():
             return f"resolved: {event.disposition.value}"
         case IncidentVerified():

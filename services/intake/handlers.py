@@ -17,6 +17,7 @@ from contracts.envelope import Envelope
 from contracts.events import (
     DeadlineArmed,
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     FeedbackGiven,
     HandoffAcknowledged,
     HandoffDeclined,
@@ -205,6 +206,15 @@ async def on_deadline_breached(uow: UnitOfWork, envelope: Envelope) -> None:
     await _append_timeline(uow, envelope)
 
 
+async def on_breach_withdrawn(uow: UnitOfWork, envelope: Envelope) -> None:
+    """A report breach was withdrawn (the unit reported in time): the handoff is neither breached nor late."""
+    event: DeadlineBreachWithdrawn = envelope.data  # type: ignore[assignment]
+    if event.handoff_id is not None and event.kind is DeadlineKind.REPORT:
+        await repo.lock_handoff(uow.conn, event.handoff_id, event.incident_id, HandoffState.DISPATCHED.value)
+        await repo.update_handoff(uow.conn, event.handoff_id, breached=False, late=False)
+    await _append_timeline(uow, envelope)
+
+
 # --- closure --------------------------------------------------------------------------------
 
 
@@ -275,6 +285,7 @@ def projection_handlers() -> list[tuple[TopicSpec, str, dict[str, Handler]]]:
             {
                 DeadlineArmed.event_type: on_deadline_armed,
                 DeadlineBreached.event_type: on_deadline_breached,
+                DeadlineBreachWithdrawn.event_type: on_breach_withdrawn,
             },
         ),
         (

@@ -35,6 +35,8 @@ class DeadlineState(StrEnum):
     PAUSED = "paused"
     FIRED = "fired"
     CANCELLED = "cancelled"
+    # Fired, then its awaited fact turned up stamped before due: the breach was withdrawn.
+    WITHDRAWN = "withdrawn"
 
 
 OPEN_STATES = (DeadlineState.ARMED, DeadlineState.PAUSED)
@@ -60,6 +62,7 @@ class Settlement(StrEnum):
     CANCEL = "cancel"  # armed and not yet due at the fact's own timestamp, or paused
     BREACH_THEN_LATE = "breach_then_late"  # still armed but due by the fact's timestamp: fire, then record late
     LATE = "late"  # already fired: record the fact as late
+    WITHDRAW = "withdraw"  # already fired, but the fact is stamped before due: the breach was wrong
     NOTHING = "nothing"  # cancelled before (declined, released, closed) or already settled
 
 
@@ -70,7 +73,9 @@ def settle(state: str, due_at: datetime, fact_at: datetime) -> Settlement:
     if state == DeadlineState.PAUSED:
         return Settlement.CANCEL
     if state == DeadlineState.FIRED:
-        return Settlement.LATE
+        # Stamped before due yet consumed after the firing: it waited somewhere (its producer's
+        # outbox through a crash or a broker outage) where no consumed view could have seen it.
+        return Settlement.LATE if is_due(due_at, fact_at) else Settlement.WITHDRAW
     return Settlement.NOTHING
 
 

@@ -10,6 +10,7 @@ from contracts.envelope import Envelope, correlation_for, make_envelope
 from contracts.events import (
     DeadlineArmed,
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     DeadlineCancelled,
     DeadlinePaused,
     DeadlineResumed,
@@ -89,6 +90,18 @@ def cancelled(row: Any, reason: str, *, now: datetime, cause: Envelope) -> Envel
     """DeadlineCancelled because `cause` (an acknowledgement, a decline, a closure ...) arrived."""
     event = DeadlineCancelled(**_common(row), cancelled_at=now, reason=reason)
     return envelope_for(row, event, now=now, cause=cause)
+
+
+def withdrawn(row: Any, fact_at: datetime, *, now: datetime, cause: Envelope) -> Envelope:
+    """DeadlineBreachWithdrawn: `cause` was stamped before due but consumed after the breach (once per deadline)."""
+    event = DeadlineBreachWithdrawn(**_common(row), fact_at=fact_at, withdrawn_at=now, reason="awaited_fact_in_time")
+    return envelope_for(
+        row,
+        event,
+        now=now,
+        cause=cause,
+        event_id=signal_event_id(row.id, "withdrawn"),
+    )
 
 
 def paused(row: Any, *, actor_id: str, reason: str, now: datetime) -> Envelope:

@@ -151,6 +151,13 @@ class DeadlineKeeper:
             decision = settle(row.state, row.due_at, fact_at)
         if decision is Settlement.CANCEL:
             return await self.cancel(uow, cause, row, reason)
+        if decision is Settlement.WITHDRAW:
+            now = self._runtime.clock.now()
+            if not await repo.withdraw_if_fired(uow.conn, row.id, at=now):
+                return False
+            await uow.emit(facts.withdrawn(row, fact_at, now=now, cause=cause))
+            uow.after_commit(lambda: self._metrics.withdrawn.labels(row.urgency, row.kind).inc())
+            return True
         if decision is Settlement.LATE:
             if not await repo.record_late_ack(uow.conn, row.id, fact_at):
                 return False  # a redelivered or repeated fact

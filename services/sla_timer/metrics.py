@@ -31,6 +31,12 @@ class SlaTimerMetrics:
         self.breached = Counter(
             f"{p}_deadlines_breached_total", "Deadlines breached, by urgency and kind.", ["urgency", "kind"], registry=registry
         )
+        self.withdrawn = Counter(
+            f"{p}_breaches_withdrawn_total",
+            "Breaches withdrawn because the awaited fact, stamped before due, was consumed after the firing.",
+            ["urgency", "kind"],
+            registry=registry,
+        )
         self.cancelled = Counter(
             f"{p}_deadlines_cancelled_total",
             "Deadlines cancelled before firing, by urgency and kind.",

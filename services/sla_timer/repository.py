@@ -191,6 +191,16 @@ async def record_warning_if_armed(
     return result.rowcount == 1
 
 
+async def withdraw_if_fired(conn: AsyncConnection, deadline_id: str, *, at: datetime) -> bool:
+    """Mark a fired deadline's breach withdrawn; exactly one caller ever gets True for a deadline."""
+    result = await conn.execute(
+        update(deadlines)
+        .where(deadlines.c.id == deadline_id, deadlines.c.state == DeadlineState.FIRED.value)
+        .values(state=DeadlineState.WITHDRAWN.value, cancelled_at=at, cancel_reason="breach_withdrawn")
+    )
+    return result.rowcount == 1
+
+
 async def record_late_ack(conn: AsyncConnection, deadline_id: str, at: datetime) -> bool:
     """Record the first acknowledgement of a deadline that already fired."""
     result = await conn.execute(

@@ -171,8 +171,8 @@ class Outcome:
         v = self.verdict
         return (
             f"{self.scenario}: {self.operations} operations, {v.incidents} incidents, {v.events} events "
-            f"({v.duplicate_copies} duplicate copies), faults [{', '.join(self.faults)}], "
-            f"{len(v.violations)} invariant violations"
+            f"({v.duplicate_copies} duplicate copies, {v.withdrawn_breaches} breaches withdrawn), "
+            f"faults [{', '.join(self.faults)}], {len(v.violations)} invariant violations"
         )
 
 
@@ -344,8 +344,32 @@ async def run_scenario(
     verdict = invariants.check(operations, events, checked_at=checked_at)
     outcome = Outcome(scenario, verdict, len(operations), [f.name for f in faults], history.path)
     (ARTIFACTS / f"{scenario}.verdict.json").write_text(
-        json.dumps({"summary": outcome.summary(), "violations": verdict.violations}, ensure_ascii=False, indent=1),
+        json.dumps(
+            {
+                "summary": outcome.summary(),
+                "violations": verdict.violations,
+                # Every event of each incident a violation names, in topic order, for the post-mortem.
+                "evidence": evidence(verdict.violations, events),
+            },
+            ensure_ascii=False,
+            indent=1,
+            default=str,
+        ),
         encoding="utf-8",
     )
     print(outcome.summary())
     return outcome
+
+
+def evidence(violations: list[str], events: list[invariants.Event], limit: int = 10) -> dict[str, list[dict]]:
+    """The events of the incidents that the first `limit` violations mention (by any id they quote)."""
+    by_subject: dict[str, list[invariants.Event]] = {}
+    for event in events:
+        by_subject.setdefault(event.subject, []).append(event)
+    named: dict[str, list[dict]] = {}
+    for violation in violations[:limit]:
+        for subject, incident_events in by_subject.items():
+            ids = {subject} | {str(v) for e in incident_events for k, v in e.data.items() if k.endswith("_id")}
+            if subject not in named and any(i in violation for i in ids):
+                named[subject] = [{"type": e.type, "id": e.id, **e.data} for e in incident_events]
+    return named

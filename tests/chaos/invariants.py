@@ -28,6 +28,7 @@ FACT_KEYS: dict[str, tuple[str, ...]] = {
     "HandoffResolved": ("handoff_id",),
     "DeadlineArmed": ("deadline_id",),
     "DeadlineBreached": ("deadline_id",),
+    "DeadlineBreachWithdrawn": ("deadline_id",),
     "DeadlineCancelled": ("deadline_id",),
     "IncidentVerified": ("incident_id",),
     "FeedbackGiven": ("incident_id",),
@@ -77,6 +78,8 @@ class Verdict:
     duplicate_copies: int = 0
     events: int = 0
     incidents: int = 0
+    # Breaches of in-time acknowledgements that reached the timer late, each withdrawn (not violations).
+    withdrawn_breaches: int = 0
 
     @property
     def ok(self) -> bool:
@@ -107,6 +110,7 @@ def check(history: Iterable[Operation], events: Iterable[Event], *, checked_at: 
     verdict = Verdict(duplicate_copies=sum(n - 1 for n in copies.values()), events=len(unique))
     facts = _facts(unique)
     verdict.incidents = len(facts["IncidentReported"])
+    verdict.withdrawn_breaches = len(facts["DeadlineBreachWithdrawn"])
     verdict.violations += _duplicated_facts(facts)
     verdict.violations += _reports_become_incidents(operations, facts)
     verdict.violations += _acknowledged_commands_have_events(operations, facts)
@@ -169,11 +173,17 @@ def _deadlines_fire_once_never_early(
                 violations.append(f"deadline {deadline_id} fired early: {breach.data['fired_at']} < due {due_at}")
         handoff_id = armed[0].data.get("handoff_id")
         acked = acknowledged_at.get(handoff_id)
-        if breaches and armed[0].data.get("kind") in ("report", "REPORT") and acked is not None and acked < due_at:
+        reported_in_time = armed[0].data.get("kind") in ("report", "REPORT") and acked is not None and acked < due_at
+        withdrawn = facts["DeadlineBreachWithdrawn"].get((deadline_id,), [])
+        # An acknowledgement that waited in routing's outbox (a crash, an outage) reaches the timer
+        # after the breach: the breach must then be withdrawn, and only then.
+        if breaches and reported_in_time and not withdrawn:
             violations.append(f"deadline {deadline_id} {BREACHED_THOUGH_REPORTED} {handoff_id} reported at {acked}")
+        if withdrawn and not (breaches and reported_in_time):
+            violations.append(f"deadline {deadline_id}: breach withdrawn though it was not breached or not reported in time")
         if not breaches and not cancelled and due_at + TIMER_GRACE < checked_at:
             violations.append(f"deadline {deadline_id} due {due_at} neither fired nor cancelled by {checked_at}")
-    for kind in ("DeadlineBreached", "DeadlineCancelled"):
+    for kind in ("DeadlineBreached", "DeadlineBreachWithdrawn", "DeadlineCancelled"):
         for (deadline_id,) in facts[kind]:
             if (deadline_id,) not in facts["DeadlineArmed"]:
                 violations.append(f"{kind} for deadline {deadline_id} that was never armed")
@@ -186,6 +196,7 @@ ORDER_RULES = (
     ("HandoffAcknowledged", "HandoffResolved", "handoff_id"),
     ("DeadlineArmed", "DeadlineCancelled", "deadline_id"),
     ("DeadlineArmed", "DeadlineBreached", "deadline_id"),
+    ("DeadlineBreached", "DeadlineBreachWithdrawn", "deadline_id"),
     ("IncidentVerified", "IncidentClosed", "incident_id"),
 )
 

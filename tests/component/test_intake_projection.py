@@ -11,6 +11,7 @@ from contracts.envelope import Envelope, Event
 from contracts.events import (
     DeadlineArmed,
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     FeedbackGiven,
     HandoffAcknowledged,
     HandoffDeclined,
@@ -303,6 +304,24 @@ async def test_breach_decline_and_escalation_show_on_the_handoffs(tmp_path):
             }
         ]
         assert v["all_reported"] is False
+
+
+async def test_a_withdrawn_breach_clears_the_red_mark_and_says_so_in_the_timeline(tmp_path):
+    app = make_app(tmp_path)
+    async with running(app) as client:
+        incident = await new_incident(client)
+        await publish(app, dispatched(incident, "h-lead", "U-POL-P0001", HandoffRole.LEAD))
+        common = {"incident_id": incident, "deadline_id": "d-1", "handoff_id": "h-lead", "kind": DeadlineKind.REPORT, "due_at": at(15)}
+        await publish(app, wrap(incident, DeadlineBreached(**common, urgency=Urgency.URGENT, fired_at=at(15)), 15))
+        assert (await view(client, incident))["handoffs"][0]["breached"] is True
+        await publish(
+            app,
+            wrap(incident, DeadlineBreachWithdrawn(**common, fact_at=at(14.9), withdrawn_at=at(15.2), reason="awaited_fact_in_time"), 15.2),
+        )
+
+        v = await view(client, incident)
+        assert v["handoffs"][0]["breached"] is False and v["handoffs"][0]["late"] is False
+        assert any("breach withdrawn" in entry["summary"] for entry in v["timeline"])
 
 
 async def test_events_for_an_incident_intake_never_took_do_not_break_the_consumer(tmp_path):

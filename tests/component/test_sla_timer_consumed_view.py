@@ -114,3 +114,37 @@ async def test_a_held_partition_does_not_hold_back_deadlines_of_another(sla, vie
 
     assert [b.data.handoff_id for b in await sla.emitted(BREACH)] == [ahead[1]]
     assert (await sla.deadline(behind[1]))["state"] == "armed"
+
+
+async def test_an_ack_stamped_before_due_that_arrives_after_the_breach_withdraws_it_once_and_the_chain_goes_on(sla, clock):
+    incident, handoff = new_ids()
+    await sla.publish(dispatched(incident, handoff, clock.now()), incident_id=incident)
+    due = clock.now() + URGENT_REPORT
+    clock.advance(URGENT_REPORT)
+    await sla.fire_due()  # nothing in Kafka yet: the ack waited in routing's outbox through a crash
+    clock.advance(timedelta(seconds=20))
+    ack = acknowledged(incident, handoff, due - MS)
+    await sla.publish(ack, incident_id=incident)
+    await sla.publish(ack, incident_id=incident)  # a re-sent copy (new event id) changes nothing
+
+    [breach] = await sla.emitted(BREACH)
+    [withdrawn] = await sla.emitted("DeadlineBreachWithdrawn")
+    assert withdrawn.data.deadline_id == breach.data.deadline_id
+    assert withdrawn.data.fact_at == due - MS and withdrawn.data.withdrawn_at == clock.now()
+    assert withdrawn.causation_id is not None and withdrawn.subject == incident
+    row = await sla.deadline(handoff)
+    assert row["state"] == "withdrawn" and row["late_ack_at"] is None
+    # The unit did report, in time: its resolution clock runs from the acknowledgement.
+    resolution = await sla.deadline(handoff, DeadlineKind.RESOLUTION)
+    assert resolution["state"] == "armed" and datetime.fromisoformat(resolution["armed_at"]) == due - MS
+
+
+async def test_an_ack_stamped_at_due_after_the_breach_is_late_not_a_withdrawal(sla, clock):
+    incident, handoff = new_ids()
+    await sla.publish(dispatched(incident, handoff, clock.now()), incident_id=incident)
+    due = clock.advance(URGENT_REPORT)
+    await sla.fire_due()
+    await sla.publish(acknowledged(incident, handoff, due), incident_id=incident)
+
+    assert await sla.emitted("DeadlineBreachWithdrawn") == []
+    assert (await sla.deadline(handoff))["state"] == "fired"

@@ -102,6 +102,29 @@ def test_a_breach_after_an_acknowledgement_in_time_is_a_violation():
     assert any("breached though handoff h-1 reported" in v for v in found)
 
 
+def withdrawn() -> Event:
+    return event("e-wd", "DeadlineBreachWithdrawn", deadline_id=DEADLINE, handoff_id=HANDOFF, kind="report",
+                 due_at=T0 + timedelta(seconds=4))
+
+
+def test_a_breach_of_an_acknowledgement_in_time_that_is_withdrawn_is_not_a_violation_and_is_counted():
+    events = [reported(), dispatched(), armed(), acknowledged(T0 + timedelta(seconds=2)), breached(), withdrawn()]
+    verdict = check([REPORT_OK, ACK_OK], events, checked_at=LATER)
+    assert verdict.violations == [] and verdict.withdrawn_breaches == 1
+
+
+def test_withdrawing_a_breach_of_a_late_acknowledgement_is_a_violation():
+    events = [reported(), dispatched(), armed(), breached(), acknowledged(T0 + timedelta(seconds=9)), withdrawn()]
+    found = violations([REPORT_OK, ACK_OK], events)
+    assert any("withdrawn though" in v for v in found)
+
+
+def test_a_withdrawal_before_its_breach_is_out_of_order():
+    events = [reported(), dispatched(), armed(), acknowledged(T0 + timedelta(seconds=2)), withdrawn(), breached()]
+    found = violations([REPORT_OK, ACK_OK], events)
+    assert any("out of order: DeadlineBreachWithdrawn" in v for v in found)
+
+
 def test_a_breach_after_a_late_acknowledgement_is_fine():
     events = [reported(), dispatched(), armed(), breached(), acknowledged(T0 + timedelta(seconds=9))]
     assert violations([REPORT_OK, ACK_OK], events) == []

@@ -137,8 +137,14 @@ def test_an_awaited_fact_before_due_cancels_and_at_due_is_a_breach_then_late():
 
 
 def test_an_awaited_fact_after_firing_is_late_and_after_cancelling_does_nothing():
-    assert settle(DeadlineState.FIRED, DUE, DUE - MS) is Settlement.LATE
+    assert settle(DeadlineState.FIRED, DUE, DUE) is Settlement.LATE
+    assert settle(DeadlineState.FIRED, DUE, DUE + MS) is Settlement.LATE
     assert settle(DeadlineState.CANCELLED, DUE, DUE - MS) is Settlement.NOTHING
+    assert settle(DeadlineState.WITHDRAWN, DUE, DUE - MS) is Settlement.NOTHING
+
+
+def test_a_fact_stamped_before_due_but_consumed_after_the_firing_withdraws_the_breach():
+    assert settle(DeadlineState.FIRED, DUE, DUE - MS) is Settlement.WITHDRAW
 
 
 def test_each_reopen_generation_has_its_own_verification_clock():
