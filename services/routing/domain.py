@@ -547,6 +547,7 @@ LEAD_PASSES_BY: Mapping[str, str] = {
     "reclassification": "HandoffReleased of the old lead, then HandoffDispatched of the new category's lead",
     "urgency_tightened": "HandoffReleased, then HandoffDispatched of the same unit (role lead, tighter deadline)",
     "reopen": "HandoffDispatched of the same lead unit (or its roster stand-in), role lead, fresh deadline",
+    "reopen_cap": "IncidentEscalatedToCommandCentre (closure), then HandoffDispatched of the district command centre as lead",
 }
 
 

@@ -38,7 +38,8 @@ def test_first_receiver_leads_until_closure_and_the_lead_passes_only_by_a_named_
     handoffs = whistle(Category.ENVIRONMENT, clock)  # urban management leads; ecology and the officer co-operate
     first = domain.lead_of(handoffs)
     assert (first.unit_id, first.role) == ("U-URBAN_MANAGEMENT-D01", HandoffRole.LEAD)
-    assert set(domain.LEAD_PASSES_BY) == {"decline", "reassignment", "reclassification", "urgency_tightened", "reopen"}
+    assert set(domain.LEAD_PASSES_BY) == {
+        "decline", "reassignment", "reclassification", "urgency_tightened", "reopen", "reopen_cap"}
 
     # An escalation of the late lead is a team queue beside it, never a new lead.
     clock.advance(timedelta(hours=2))
@@ -106,6 +107,17 @@ def test_reclassification_passes_the_lead_to_the_new_categorys_lead_and_releases
     handoffs = put(handoffs, *released, *summoned)
     assert any(h.unit_id == "U-URBAN_MANAGEMENT-D01" and h.role is HandoffRole.LEAD for h in released)
     assert (domain.lead_of(handoffs).unit_id, domain.lead_of(handoffs).role) == ("U-POL-P0001", HandoffRole.LEAD)
+
+
+def test_at_the_reopen_cap_the_command_centre_takes_the_lead_from_the_resolved_lead() -> None:
+    clock = FakeClock()
+    handoffs = whistle(Category.THEFT, clock)
+    lead = domain.acknowledge(handoffs[0], "P0001", clock.now()).handoff
+    lead = domain.resolve(lead, "P0001", Disposition.RESOLVED, "", clock.advance(600)).handoff
+    centre = domain.dispatch("inc-lead", domain.Summons("U-CMD-D01", domain.COMMAND, HandoffRole.LEAD, "reopen_cap"),
+                             category=Category.THEFT, urgency=Urgency.GENERAL, grid_id=GRID, dispatched_at=clock.advance(60),
+                             report_due_at=clock.now() + timedelta(hours=2), sequence="command-centre:2")
+    assert domain.lead_of(put(handoffs, lead, centre)) == centre
 
 
 def test_nobody_leads_before_the_whistle() -> None:
