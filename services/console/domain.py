@@ -1,14 +1,14 @@
-"""Pure rules of the dispatch console: who may see and do what, queue order, and the supervisor's rates.
+"""Pure rules of the dispatch console: who may see and do what, queue order, filters and groups.
 
 No I/O and no framework here. Roles come from the reference data: a grid worker answers for the
 grids that name them, a unit member for their unit's handoffs, a duty-desk member dispatches for
 their station, a command-centre member for their district. Supervisors and admins are named in
-settings, since the demo city has none.
+settings, since the demo city has none. The supervisor's rates are not computed here: they are
+closure's KPIs (one definition), read from its API.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +47,8 @@ class Action(StrEnum):
 RESPONDER_ACTIONS = frozenset({Action.ACKNOWLEDGE, Action.DECLINE, Action.ON_SCENE, Action.RESOLVE})
 DISPATCH_ACTIONS = frozenset({Action.RECLASSIFY, Action.REASSIGN, Action.ESCALATE, Action.SUMMON})
 GRID_WORKER_ACTIONS = frozenset({Action.REPORT, Action.VERIFY, Action.FEEDBACK})
+# Verification (核查) may also be done by a supervisor; closure checks the same list of supervisors.
+SUPERVISOR_ACTIONS = frozenset({Action.VERIFY})
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ def authorize(principal: Principal, action: Action, scope: Scope, *, handoff_uni
         if principal.role is not Role.DISPATCHER or not in_area(principal, scope):
             raise Forbidden(f"{principal.user_id} does not dispatch for grid {scope.grid_id}")
         return
+    if action in SUPERVISOR_ACTIONS and principal.role is Role.SUPERVISOR:
+        return
     if action in GRID_WORKER_ACTIONS:
         if principal.role is not Role.GRID_WORKER or scope.grid_id not in principal.grid_ids:
             raise Forbidden(f"{principal.user_id} is not the grid worker of {scope.grid_id}")
@@ -171,6 +175,57 @@ def authorize(principal: Principal, action: Action, scope: Scope, *, handoff_uni
 
 AWAITING_REPORT = "dispatched"
 OPEN_HANDOFF_STATES = frozenset({"dispatched", "acknowledged", "on_scene"})
+
+
+class GroupBy(StrEnum):
+    """How a dispatcher's queue is grouped."""
+
+    STATION = "station"
+    DISTRICT = "district"
+    DEPARTMENT = "department"
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """A dispatcher's queue filters; None means any."""
+
+    district_id: str | None = None
+    station_id: str | None = None
+    department: str | None = None
+    urgency: str | None = None
+    status: str | None = None
+
+
+def group_keys(item: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The groups a queue item falls in, per grouping: its station, its district, every summoned department."""
+    departments = sorted({h["department"] for h in item.get("handoffs", ()) if h.get("department")})
+    return {
+        GroupBy.STATION.value: [item.get("station_id") or ""],
+        GroupBy.DISTRICT.value: [item.get("district_id") or ""],
+        GroupBy.DEPARTMENT.value: departments,
+    }
+
+
+def matches(item: Mapping[str, Any], wanted: QueueFilter) -> bool:
+    """Whether a queue item (with its shown handoffs and status) passes the filters."""
+    if wanted.district_id and item.get("district_id") != wanted.district_id:
+        return False
+    if wanted.station_id and item.get("station_id") != wanted.station_id:
+        return False
+    if wanted.department and wanted.department not in group_keys(item)[GroupBy.DEPARTMENT.value]:
+        return False
+    if wanted.urgency and item.get("urgency") != wanted.urgency:
+        return False
+    return not (wanted.status and item.get("status") != wanted.status)
+
+
+def group_queue(items: Sequence[Mapping[str, Any]], by: GroupBy) -> list[tuple[str, list[str]]]:
+    """Incident ids per group, groups in order of their most pressing item (items already in queue order)."""
+    groups: dict[str, list[str]] = {}
+    for item in items:
+        for key in group_keys(item)[by.value]:
+            groups.setdefault(key, []).append(item["incident_id"])
+    return list(groups.items())
 
 
 def incident_status(incident: Mapping[str, Any], handoff_states: Sequence[str]) -> str:
@@ -209,72 +264,3 @@ def queue_key(item: Mapping[str, Any]) -> tuple[int, float, str]:
 def order_queue(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Queue items ordered by time left to breach."""
     return sorted(items, key=queue_key)
-
-
-# --- supervisor's rates ---------------------------------------------------------------------
-
-TIME_TO_REPORT_BUCKETS = (60, 300, 900, 1800, 3600, 7200)  # seconds: 1, 5, 15, 30 min, 1 h, 2 h
-
-
-def _rate(numerator: int, denominator: int) -> float | None:
-    return round(numerator / denominator, 4) if denominator else None
-
-
-def rates(incidents: Sequence[Mapping[str, Any]], handoffs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Response, resolution and satisfaction rates, and the on-time report rate per unit.
-
-    Response: summoned handoffs a unit reported on. Resolution: closed incidents closed as resolved
-    (a closure is not a resolution). Satisfaction: satisfied or basically satisfied feedback.
-    """
-    summoned = [h for h in handoffs if h.get("dispatched_at")]
-    reported = [h for h in summoned if h.get("acknowledged_at")]
-    closed = [i for i in incidents if i.get("closed_at")]
-    rated = [i for i in incidents if i.get("satisfaction")]
-    per_unit: dict[str, Counter[str]] = {}
-    for h in summoned:
-        counts = per_unit.setdefault(h["unit_id"], Counter())
-        counts["summoned"] += 1
-        if h.get("acknowledged_at"):
-            counts["reported"] += 1
-            counts["on_time" if not h.get("late") and not h.get("breached") else "late"] += 1
-        elif h.get("breached"):
-            counts["breached"] += 1
-    units = [
-        {
-            "unit_id": unit_id,
-            "summoned": c["summoned"],
-            "reported": c["reported"],
-            "on_time": c["on_time"],
-            "breached": c["breached"] + c["late"],
-            "on_time_report_rate": _rate(c["on_time"], c["on_time"] + c["late"] + c["breached"]),
-        }
-        for unit_id, c in sorted(per_unit.items())
-    ]
-    return {
-        "response_rate": _rate(len(reported), len(summoned)),
-        "resolution_rate": _rate(sum(1 for i in closed if i.get("outcome") == "resolved"), len(closed)),
-        "satisfaction_rate": _rate(
-            sum(1 for i in rated if i["satisfaction"] in ("satisfied", "basically_satisfied")), len(rated)
-        ),
-        "summoned": len(summoned),
-        "reported": len(reported),
-        "closed": len(closed),
-        "rated": len(rated),
-        "units": units,
-    }
-
-
-def time_to_report_histogram(handoffs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Counts of seconds from dispatch to report (报到) per bucket, the last bucket open-ended."""
-    counts = [0] * (len(TIME_TO_REPORT_BUCKETS) + 1)
-    for h in handoffs:
-        if not (h.get("acknowledged_at") and h.get("dispatched_at")):
-            continue
-        seconds = (h["acknowledged_at"] - h["dispatched_at"]).total_seconds()
-        index = next((i for i, limit in enumerate(TIME_TO_REPORT_BUCKETS) if seconds <= limit), len(TIME_TO_REPORT_BUCKETS))
-        counts[index] += 1
-    bounds = [None, *TIME_TO_REPORT_BUCKETS]
-    return [
-        {"from_seconds": bounds[i] or 0, "to_seconds": TIME_TO_REPORT_BUCKETS[i] if i < len(TIME_TO_REPORT_BUCKETS) else None, "count": n}
-        for i, n in enumerate(counts)
-    ]

@@ -38,6 +38,7 @@ from contracts.events import (
     IncidentClassified,
     IncidentClosed,
     IncidentEscalated,
+    IncidentEscalatedToCommandCentre,
     IncidentReclassified,
     IncidentReopened,
     IncidentReported,
@@ -51,7 +52,7 @@ from contracts.vocabulary import Category, DeadlineKind, DeclineReason, Disposit
 from services.console import domain
 from services.console import repository as repo
 from services.console.auth import COOKIE_NAME, TokenIssuer, password_ok
-from services.console.domain import Action, Forbidden, Principal, Role, Scope
+from services.console.domain import Action, Forbidden, GroupBy, Principal, QueueFilter, Role, Scope
 from services.console.settings import ConsoleSettings
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
@@ -179,6 +180,14 @@ class Projection:
                     .where(repo.incidents.c.incident_id == incident_id)
                     .values(resolved_at=None, verified_at=None, reopen_count=data.reopen_count)
                 )
+            case IncidentEscalatedToCommandCentre():
+                # Like a reopen: the refused outcome no longer stands; the command centre's lead
+                # handoff arrives from routing.
+                await conn.execute(
+                    repo.incidents.update()
+                    .where(repo.incidents.c.incident_id == incident_id)
+                    .values(resolved_at=None, verified_at=None, command_centre_at=data.escalated_at)
+                )
             case IncidentClosed():
                 await touch(
                     conn, incident_id, now, closed_at=data.closed_at, outcome=data.outcome.value,
@@ -234,10 +243,27 @@ class Views:
         ]
         grid = self.city.grid(incident.get("grid_id") or "")
         item["grid_name"] = grid.name if grid else None
+        item["group_keys"] = domain.group_keys(item)
         return item
 
-    async def queue(self, principal: Principal, *, open_only: bool = True) -> dict[str, Any]:
-        """The incidents this user may see, ordered by time left to breach."""
+    def group_name(self, by: GroupBy, key: str) -> str:
+        """A group's display name (Chinese; the web app names groups itself in English)."""
+        if by is GroupBy.DEPARTMENT:
+            department = next((d for d in self.city.departments if d.code == key), None)
+            return department.name if department else key
+        if by is GroupBy.DISTRICT:
+            return next((d.name for d in self.city.districts if d.id == key), key)
+        return next((s.name for s in self.city.stations if s.id == key), key)
+
+    async def queue(
+        self,
+        principal: Principal,
+        *,
+        open_only: bool = True,
+        wanted: QueueFilter | None = None,
+        group_by: GroupBy | None = None,
+    ) -> dict[str, Any]:
+        """The incidents this user may see, ordered by time left to breach, filtered and grouped if asked."""
         async with self.runtime.engine.connect() as conn:
             seq = await repo.last_change_seq(conn)  # read first: a later change is re-sent, never lost
             match principal.role:
@@ -259,7 +285,15 @@ class Views:
             {**r, "next_report_due_at": domain.next_report_due(self._shown(principal, r, h)), "_h": h} for r, h in visible
         )
         items = [self.item(principal, {k: v for k, v in o.items() if k not in ("_h", "next_report_due_at")}, o["_h"]) for o in ordered]
-        return {"seq": seq, "server_now": self.runtime.clock.now().isoformat(), "items": items}
+        if wanted is not None:
+            items = [item for item in items if domain.matches(item, wanted)]
+        body: dict[str, Any] = {"seq": seq, "server_now": self.runtime.clock.now().isoformat(), "items": items}
+        if group_by is not None:
+            body["groups"] = [
+                {"key": key, "name": self.group_name(group_by, key), "incident_ids": ids}
+                for key, ids in domain.group_queue(items, group_by)
+            ]
+        return body
 
     def _shown(self, principal: Principal, incident: dict, handoffs: list[dict]) -> list[dict]:
         scope = scope_of(incident, handoffs)
@@ -387,6 +421,16 @@ class Upstream:
         self.timeout = settings.upstream_timeout_seconds
         self.transport = transport
 
+    async def get_json(self, base: str, path: str, params: dict[str, str] | None = None) -> Any:
+        """Read from an owner's API; 502 when it cannot answer."""
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+                answer = await client.get(base.rstrip("/") + path, params=params or {})
+            answer.raise_for_status()
+            return answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise HTTPException(502, detail=f"{base} did not answer {path}: {type(exc).__name__}") from exc
+
     async def post(self, base: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
         """Forward a command and pass the owner's answer (status and body) back to the browser."""
         try:
@@ -395,6 +439,37 @@ class Upstream:
         except httpx.HTTPError as exc:
             return JSONResponse({"detail": f"{base} is unavailable: {type(exc).__name__}"}, status_code=502)
         return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+
+
+HEADLINE_RATES = ("response", "resolution", "satisfaction", "on_time_report")
+
+
+def supervisor_figures(
+    overall_rows: list[dict[str, Any]], unit_rows: list[dict[str, Any]], unit_name: Callable[[str | None], str | None]
+) -> dict[str, Any]:
+    """The supervisor page's figures from closure's KPI rows (`dimension=all` and `dimension=unit`)."""
+    overall = overall_rows[0] if overall_rows else {}
+    rates = {
+        name: overall.get(f"{name}_rate", {"numerator": 0, "denominator": 0, "rate": None}) for name in HEADLINE_RATES
+    }
+    units = [
+        {
+            "unit_id": row["group"],
+            "unit_name": unit_name(row["group"]),
+            "summoned": row["handoffs_dispatched"],
+            "due": row["handoffs_due"],
+            "reported": row["response_rate"]["numerator"],
+            "on_time": row["on_time_report_rate"]["numerator"],
+            "breached": row["report_breaches"],
+            "on_time_report_rate": row["on_time_report_rate"]["rate"],
+        }
+        for row in unit_rows
+    ]
+    return {
+        "rates": rates,
+        **{f"{name}_rate": ratio["rate"] for name, ratio in rates.items()},
+        "units": units,
+    }
 
 
 def sse_frame(seq: int, data: dict[str, Any]) -> str:
@@ -454,15 +529,25 @@ def api_router(
             "grids": [{"id": g, "name": city.grid(g).name} for g in sorted(user.grid_ids)],
         }
 
-    @router.get("/queue", summary="Incidents visible to the user, ordered by time left to breach")
-    async def queue(user: Principal = Depends(current), include_closed: bool = False) -> dict[str, Any]:
-        return await views.queue(user, open_only=not include_closed)
+    @router.get("/queue", summary="Incidents visible to the user, ordered by time left to breach; filters and groups")
+    async def queue(
+        user: Principal = Depends(current),
+        include_closed: bool = False,
+        district_id: str | None = Query(default=None, max_length=32),
+        station_id: str | None = Query(default=None, max_length=32),
+        department: str | None = Query(default=None, max_length=40),
+        urgency: Urgency | None = None,
+        status: str | None = Query(default=None, max_length=20),
+        group_by: GroupBy | None = None,
+    ) -> dict[str, Any]:
+        wanted = QueueFilter(district_id, station_id, department, urgency.value if urgency else None, status)
+        return await views.queue(user, open_only=not include_closed, wanted=wanted, group_by=group_by)
 
     @router.get("/incidents/{incident_id}", summary="One incident with its timeline")
     async def incident(incident_id: str, user: Principal = Depends(current)) -> dict[str, Any]:
         return await views.detail(user, incident_id)
 
-    @router.get("/supervisor", summary="The three rates, on-time report rate per unit, today's breaches, time to report")
+    @router.get("/supervisor", summary="Closure's KPIs: the three rates, on-time report rate per unit, today's breaches, time to report")
     async def supervisor(user: Principal = Depends(current), tz: str = Query(default="Asia/Shanghai", max_length=64)) -> dict[str, Any]:
         if user.role not in (Role.SUPERVISOR, Role.ADMIN):
             raise HTTPException(403, detail="supervisors only")
@@ -472,20 +557,27 @@ def api_router(
             raise HTTPException(422, detail=f"unknown time zone {tz}") from exc
         now = runtime.clock.now()
         midnight = datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)
+        # The rates are closure's KPIs, read from its API: one definition for the page, the CSV
+        # export and the gauges. Only the list of today's breaches comes from the read model.
+        kpis = settings.closure_url
+        overall = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "all"})
+        per_unit = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "unit"})
+        today = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "kind", "from": midnight.isoformat()})
+        time_to_report = await upstream.get_json(kpis, "/api/v1/kpis/time-to-report")
         async with runtime.engine.connect() as conn:
-            incidents, handoffs = await repo.all_for_rates(conn)
             breaches = await repo.breaches_since(conn, midnight)
-        body = domain.rates(incidents, handoffs)
-        for unit in body["units"]:
-            unit["unit_name"] = views.unit_name(unit["unit_id"])
-        body["breaches_today"] = [
-            {"handoff_id": b["handoff_id"], "incident_id": b["incident_id"], "unit_id": b["unit_id"],
-             "unit_name": views.unit_name(b["unit_id"]), "breached_at": _iso(b["breached_at"])}
-            for b in breaches
-        ]
-        body["time_to_report"] = domain.time_to_report_histogram(handoffs)
-        body["day_starts_at"] = midnight.isoformat()
-        return body
+        return {
+            **supervisor_figures(overall["rows"], per_unit["rows"], views.unit_name),
+            "breaches_today_by_kind": {row["group"]: row["breaches"]["total"] for row in today["rows"]},
+            "breaches_today": [
+                {"handoff_id": b["handoff_id"], "incident_id": b["incident_id"], "unit_id": b["unit_id"],
+                 "unit_name": views.unit_name(b["unit_id"]), "breached_at": _iso(b["breached_at"])}
+                for b in breaches
+            ],
+            "time_to_report": time_to_report["buckets"],
+            "day_starts_at": midnight.isoformat(),
+            "as_of": overall.get("as_of"),
+        }
 
     # --- actions ----------------------------------------------------------------------------
 

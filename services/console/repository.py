@@ -48,6 +48,8 @@ incidents = Table(
     Column("reported_at", UTCDateTime),
     Column("escalation_level", Integer, nullable=False, default=0),
     Column("reopen_count", Integer, nullable=False, default=0),
+    # When the reopen cap was spent and the district command centre took the lead.
+    Column("command_centre_at", UTCDateTime),
     Column("duplicate_of", String(64)),
     Column("resolved_at", UTCDateTime),
     Column("verified_at", UTCDateTime),
@@ -227,18 +229,6 @@ async def find_incidents(
         query = query.where(incidents.c.closed_at.is_(None))
     rows = await conn.execute(query.order_by(incidents.c.reported_at.desc()).limit(limit))
     return [dict(r._mapping) for r in rows]
-
-
-async def all_for_rates(conn: AsyncConnection, since: datetime | None = None) -> tuple[list[dict], list[dict]]:
-    """Every incident and handoff (optionally those dispatched since an instant), for the supervisor."""
-    inc_query, h_query = select(incidents), select(handoffs)
-    if since is not None:
-        h_query = h_query.where(handoffs.c.dispatched_at >= since)
-        inc_query = inc_query.where(incidents.c.updated_at >= since)
-    return (
-        [dict(r._mapping) for r in await conn.execute(inc_query)],
-        [dict(r._mapping) for r in await conn.execute(h_query)],
-    )
 
 
 async def breaches_since(conn: AsyncConnection, since: datetime) -> list[dict[str, Any]]:

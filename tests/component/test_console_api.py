@@ -1,7 +1,9 @@
 """The console through its real wiring: in-memory broker in, read model, signed-in API, live stream.
 
-The owning services' HTTP APIs are replaced by a recording fake; what is checked is what the console
-decides (who may see and do what) and what it forwards (the signed-in actor, never the body's).
+The owning services' HTTP APIs are replaced by a recording fake (closure's KPI API answers with no
+figures); what is checked is what the console decides (who may see and do what) and what it
+forwards (the signed-in actor, never the body's). The supervisor's figures against a real
+closure are in test_console_supervisor_kpis.py.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -118,16 +120,32 @@ def _settings(tmp_path: Path, **overrides) -> ConsoleSettings:
     )
 
 
+def no_figures(request: httpx.Request) -> httpx.Response:
+    """Closure's KPI API with nothing counted yet."""
+    if request.url.path == "/api/v1/kpis/time-to-report":
+        return httpx.Response(200, json={"buckets": []})
+    return httpx.Response(200, json={"rows": [], "as_of": None})
+
+
 @asynccontextmanager
-async def running_console(tmp_path: Path) -> AsyncIterator[Harness]:
-    clock = FakeClock()
+async def running_console(
+    tmp_path: Path,
+    clock: FakeClock | None = None,
+    reads: Callable[[httpx.Request], httpx.Response] = no_figures,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Harness]:
+    """The console with the in-memory broker; commands (POSTs) are recorded, reads answered by `reads`."""
+    clock = clock or FakeClock()
     forwarded: list[tuple[str, dict, dict]] = []
 
     def upstream(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return reads(request)
         forwarded.append((str(request.url), json.loads(request.content or b"{}"), dict(request.headers)))
         return httpx.Response(200, json={"ok": True})
 
-    app = create_app(_settings(tmp_path), clock=clock, upstream_transport=httpx.MockTransport(upstream))
+    transport = upstream_transport or httpx.MockTransport(upstream)
+    app = create_app(_settings(tmp_path), clock=clock, upstream_transport=transport)
     async with TestKafkaBroker(app.state.runtime.broker), app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console") as http:
             yield Harness(app, clock, http, forwarded)
@@ -304,7 +322,7 @@ async def test_a_breach_consumed_before_its_dispatch_is_still_projected(console:
     assert handoff["breached"] is True and handoff["state"] == "dispatched" and detail["breached"] is True
 
 
-async def test_supervisor_sees_rates_and_todays_breaches_and_others_do_not(console: Harness):
+async def test_supervisor_sees_todays_breaches_and_closures_figures_and_others_do_not(console: Harness):
     incident_id, (late, on_time) = await console.whistle(
         HOME_GRID, units=(("U-POL-P0001", "police", HandoffRole.LEAD), ("U-HEALTH-D01", "health", HandoffRole.CO_OPERATING))
     )
@@ -322,11 +340,20 @@ async def test_supervisor_sees_rates_and_todays_breaches_and_others_do_not(conso
     )
     assert (await console.http.get("/api/v1/supervisor", headers=await console.as_user("cmd-D01-1"))).status_code == 403
     body = (await console.http.get("/api/v1/supervisor", headers=await console.as_user("sup-1"))).json()
-    assert body["response_rate"] == 0.5
-    units = {u["unit_id"]: u for u in body["units"]}
-    assert units["U-HEALTH-D01"]["on_time_report_rate"] == 1.0 and units["U-POL-P0001"]["on_time_report_rate"] == 0.0
     assert [b["handoff_id"] for b in body["breaches_today"]] == [late]
-    assert sum(b["count"] for b in body["time_to_report"]) == 1
+    assert body["breaches_today"][0]["unit_name"]
+    # Closure has counted nothing (the fake answers so): no figure of the console's own.
+    assert body["response_rate"] is None and body["rates"]["response"]["denominator"] == 0
+    assert body["units"] == [] and body["time_to_report"] == []
+
+
+async def test_supervisor_is_told_when_closures_figures_are_unavailable(tmp_path):
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("closure is down", request=request)
+
+    async with running_console(tmp_path, reads=down) as console:
+        answer = await console.http.get("/api/v1/supervisor", headers=await console.as_user("sup-1"))
+        assert answer.status_code == 502 and "8004" in answer.json()["detail"]
 
 
 # --- the live stream, over a real HTTP server ---------------------------------------------

@@ -1,4 +1,4 @@
-"""Console rules without I/O: who a demo user is, what they may see and do, queue order, rates, tokens."""
+"""Console rules without I/O: who a demo user is, what they may see and do, queue order, filters, groups, tokens."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from services.console.auth import TokenIssuer, password_ok
 from services.console.domain import (
     Action,
     Forbidden,
+    GroupBy,
+    QueueFilter,
     Role,
     Scope,
     authorize,
     can_see,
+    group_queue,
     incident_status,
+    matches,
     order_queue,
     principal_for,
-    rates,
     sees_handoff,
-    time_to_report_histogram,
 )
 
 CITY = demo_city()
@@ -73,6 +75,8 @@ def test_grid_workers_see_their_grids_only():
         ("W0002", Action.VERIFY, None),  # another grid's worker
         ("desk-S0101-1", Action.REPORT, None),  # only grid workers report
         ("sup-1", Action.ACKNOWLEDGE, "U-POL-P0001"),  # supervisors watch, they do not act
+        ("sup-1", Action.FEEDBACK, None),  # feedback is the reporter's verdict
+        ("admin", Action.VERIFY, None),  # verification: grid workers and supervisors only
     ],
 )
 def test_actions_outside_the_users_unit_area_or_grid_are_forbidden(user_id, action, unit):
@@ -84,6 +88,7 @@ def test_actions_inside_the_users_unit_area_or_grid_are_allowed():
     authorize(who("A00011"), Action.ACKNOWLEDGE, HOME, handoff_unit_id="U-POL-P0001")
     authorize(who("cmd-D01-1"), Action.ESCALATE, HOME)
     authorize(who("W0001"), Action.FEEDBACK, HOME)
+    authorize(who("sup-1"), Action.VERIFY, HOME)  # a supervisor verifies any grid's outcome (核查)
 
 
 def test_queue_puts_the_soonest_or_most_overdue_report_deadline_first_and_reported_items_last():
@@ -104,29 +109,37 @@ def test_status_follows_the_loop_and_closure_wins():
     assert incident_status({"closed_at": T0, "resolved_at": T0}, ["resolved"]) == "closed"
 
 
-def test_rates_count_resolutions_not_closures_and_late_reports_as_not_on_time():
-    handoffs = [
-        {"unit_id": "U1", "dispatched_at": T0, "acknowledged_at": T0 + timedelta(minutes=3)},
-        {"unit_id": "U1", "dispatched_at": T0, "acknowledged_at": T0 + timedelta(minutes=20), "late": True},
-        {"unit_id": "U2", "dispatched_at": T0, "breached": True},
-    ]
-    incidents = [
-        {"closed_at": T0, "outcome": "resolved", "satisfaction": "basically_satisfied"},
-        {"closed_at": T0, "outcome": "closed_unresolved", "satisfaction": "not_satisfied"},
-    ]
-    result = rates(incidents, handoffs)
-    assert result["response_rate"] == round(2 / 3, 4)
-    assert result["resolution_rate"] == 0.5 and result["satisfaction_rate"] == 0.5
-    units = {u["unit_id"]: u for u in result["units"]}
-    assert units["U1"]["on_time_report_rate"] == 0.5 and units["U2"]["on_time_report_rate"] == 0.0
+def item(incident_id: str, station: str, district: str, urgency: str, status: str, *departments: str) -> dict:
+    return {
+        "incident_id": incident_id, "station_id": station, "district_id": district, "urgency": urgency,
+        "status": status, "handoffs": [{"department": d} for d in departments],
+    }
 
 
-def test_time_to_report_lands_in_the_first_bucket_that_holds_it():
-    handoffs = [
-        {"dispatched_at": T0, "acknowledged_at": T0 + timedelta(seconds=s)} for s in (30, 60, 61, 10_000)
+QUEUE = [
+    item("a", "S0101", "D01", "urgent", "dispatched", "police", "health"),
+    item("b", "S0102", "D01", "general", "acknowledged", "urban_management"),
+    item("c", "S0101", "D01", "general", "dispatched", "police"),
+    item("d", "S0201", "D02", "urgent", "dispatched", "police", "fire_rescue"),
+]
+
+
+def test_filters_combine_and_a_department_matches_any_summoned_unit():
+    def ids(wanted: QueueFilter) -> list[str]:
+        return [i["incident_id"] for i in QUEUE if matches(i, wanted)]
+
+    assert ids(QueueFilter()) == ["a", "b", "c", "d"]
+    assert ids(QueueFilter(department="health")) == ["a"]
+    assert ids(QueueFilter(district_id="D01", urgency="general")) == ["b", "c"]
+    assert ids(QueueFilter(station_id="S0101", status="dispatched", department="police")) == ["a", "c"]
+
+
+def test_groups_keep_queue_order_and_an_incident_is_in_every_department_it_summoned():
+    assert group_queue(QUEUE, GroupBy.STATION) == [("S0101", ["a", "c"]), ("S0102", ["b"]), ("S0201", ["d"])]
+    assert group_queue(QUEUE, GroupBy.DISTRICT) == [("D01", ["a", "b", "c"]), ("D02", ["d"])]
+    assert group_queue(QUEUE, GroupBy.DEPARTMENT) == [
+        ("health", ["a"]), ("police", ["a", "c", "d"]), ("urban_management", ["b"]), ("fire_rescue", ["d"]),
     ]
-    counts = [b["count"] for b in time_to_report_histogram(handoffs)]
-    assert counts == [2, 1, 0, 0, 0, 0, 1]
 
 
 def test_tokens_name_their_user_and_are_refused_when_tampered_or_expired(monkeypatch):
