@@ -3,7 +3,9 @@
 A grid worker reports from a phone-sized screen; the dispatcher's open queue shows it without a
 reload; the officer reports for duty (报到) with one click and the dispatcher sees the report
 status change live; a general matter left alone breaches its (shortened, 4 s) deadline, turns red
-and gets an escalation. Screenshots of every view go to test-artifacts/screenshots/.
+and gets an escalation; the supervisor sees a breach of their own making and a non-empty
+time-to-report chart, in Chinese, in English and in another time zone. Screenshots of every view go
+to test-artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -33,7 +37,7 @@ def _require_browser() -> None:
     message = "headless Chromium needs the Debian packages chromium and chromium-driver (see .ci/run)"
     if os.environ.get("CI"):
         pytest.fail(f"missing browser on CI: {message}")
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 _require_browser()
@@ -206,23 +210,87 @@ async def test_an_unreported_general_matter_breaches_turns_red_and_escalates(sta
     assert "已超时" in text and "▲" in text  # not colour alone
     wait(dispatcher, lambda d: "升级" in (text_of(d, item_selector(incident_id)) or ""),
          "an escalation appears on the item", timeout=45)
-    background = dispatcher.execute_script(
-        "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor", item_selector(incident_id)
-    )
-    assert background == "rgb(253, 226, 225)"
+    # Read inside the page and inside the wait: a live re-render may replace the item at any moment.
+    wait(dispatcher, lambda d: d.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? getComputedStyle(e).backgroundColor : null",
+        breached,
+    ) == "rgb(253, 226, 225)", "the breached item is drawn red")
     shot(dispatcher, "5-dispatcher-breach-and-escalation")
 
 
-async def test_supervisor_view_shows_rates_and_the_time_to_report_chart(stack: Stack, browsers):
+async def a_breached_and_late_reported_incident(stack: Stack) -> str:
+    """Through the console API: W0001 reports a general matter, it breaches its 4 s report deadline, then
+    its lead reports late, so today's breaches and the time-to-report chart both have an entry of ours."""
     base = stack.url("console")
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+
+        async def bearer(user_id: str) -> dict[str, str]:
+            login = await client.post("/api/v1/login", json={"user_id": user_id, "password": PASSWORD})
+            assert login.status_code == 200, login.text
+            return {"Authorization": f"Bearer {login.json()['token']}"}
+
+        reported = await client.post(
+            "/api/v1/incidents",
+            json={"grid_id": "G0001", "description": f"小区门口垃圾堆积无人清运 {uuid.uuid4().hex[:4]}", "address": "幸福路8号"},
+            headers={**await bearer("W0001"), "Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert reported.status_code in (200, 202), reported.text
+        incident_id = reported.json()["incident_id"]
+        supervisor = await bearer("sup-1")
+
+        async def todays_breaches() -> list[str]:
+            body = (await client.get("/api/v1/supervisor", headers=supervisor)).json()
+            return [b["incident_id"] for b in body.get("breaches_today", [])]
+
+        await eventually(todays_breaches, lambda ids: incident_id in ids, timeout=45)
+        detail = (await client.get(f"/api/v1/incidents/{incident_id}", headers=supervisor)).json()
+        lead = next(h for h in detail["handoffs"] if h["role"] == "lead" and h["state"] == "dispatched")
+        unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{lead['unit_id']}")).json()
+        acked = await client.post(
+            f"/api/v1/handoffs/{lead['handoff_id']}/acknowledge", headers=await bearer(unit["members"][0])
+        )
+        assert acked.status_code == 200, acked.text
+
+        async def reports_counted() -> int:
+            body = (await client.get("/api/v1/supervisor", headers=supervisor)).json()
+            return sum(b["count"] for b in body.get("time_to_report", []))
+
+        await eventually(reports_counted, lambda count: count > 0, timeout=30)
+    return incident_id
+
+
+def tallest_bar(driver: WebDriver) -> int:
+    """The height of the tallest bar of the time-to-report chart (0 when every bucket is empty)."""
+    return int(driver.execute_script(
+        "return Math.max(0, ...[...document.querySelectorAll('#ttr-svg rect')].map((r) => Number(r.getAttribute('height'))))"
+    ))
+
+
+async def test_supervisor_view_shows_rates_a_real_breach_and_the_time_to_report_chart(stack: Stack, browsers):
+    base = stack.url("console")
+    incident_id = await a_breached_and_late_reported_incident(stack)
     supervisor = browsers["responder"]
     supervisor.delete_all_cookies()
     sign_in(supervisor, base, "sup-1")
-    wait(supervisor, lambda d: present(d, "#ttr-svg rect"), "time-to-report chart drawn")
+    our_breach = f'#breaches li.breach[data-incident="{incident_id}"]'
+    text = wait(supervisor, lambda d: text_of(d, our_breach), "our breach is listed among today's breaches")
+    assert "▲" in text
+    wait(supervisor, lambda d: tallest_bar(d) > 0, "the time-to-report chart has a non-empty bar")
     rates = wait(supervisor, lambda d: text_of(d, "#rates"), "rates shown")
-    assert "响应率" in rates and "%" in rates
-    assert present(supervisor, "#breaches li")
+    assert "响应率" in rates and "按时报到率" in rates and "%" in rates
     shot(supervisor, "6-supervisor")
     supervisor.find_element(By.ID, "lang-toggle").click()
     wait(supervisor, lambda d: "Response rate" in (text_of(d, "#rates") or ""), "English switch")
     shot(supervisor, "7-supervisor-english")
+
+    # Times follow the browser's zone: the same breach, seen from New York.
+    supervisor.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
+    try:
+        supervisor.refresh()
+        wait(supervisor, lambda d: text_of(d, our_breach), "the breach after switching to New York time")
+        breached_at = datetime.fromisoformat(str(attribute_of(supervisor, our_breach, "data-at")))
+        shown = wait(supervisor, lambda d: text_of(d, our_breach + " time"), "the breach's time")
+        assert breached_at.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M:%S") in str(shown)
+        assert breached_at.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%H:%M:%S") not in str(shown)
+    finally:
+        supervisor.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Shanghai"})

@@ -16,6 +16,8 @@ const I18N = {
     verify: "核查通过", reject: "核查不通过", feedback: "评价", live: "● 实时", offline: "○ 重连中", escalation: "升级",
     responseRate: "响应率", resolutionRate: "解决率", satisfactionRate: "满意率", unit: "单位", onTimeRate: "按时报到率",
     summoned: "派单", none: "无", submitted: "已上报，编号", close: "关闭", noItems: "暂无事件", level: "级",
+    onTimeReportRate: "按时报到率", due: "应报到", commandCentre: "指挥中心接办", breachesByKind: "今日超时（按时限）",
+    kinds: { report: "报到", on_scene: "到场", resolution: "办结", verification: "核查" },
     statuses: { reported: "已上报", classified: "已分流", dispatched: "待报到", acknowledged: "已报到", on_scene: "处置中",
       resolved: "已办结", verified: "已核查", closed: "已关闭" },
     handoffStates: { dispatched: "待报到", acknowledged: "已报到", on_scene: "已到场", resolved: "已办结", declined: "已退回",
@@ -44,6 +46,9 @@ const I18N = {
     responseRate: "Response rate", resolutionRate: "Resolution rate", satisfactionRate: "Satisfaction rate", unit: "Unit",
     onTimeRate: "On-time report rate", summoned: "Summoned", none: "none", submitted: "Reported, id", close: "Close",
     noItems: "No incidents", level: "level",
+    onTimeReportRate: "On-time report rate", due: "Due", commandCentre: "Command centre took over",
+    breachesByKind: "Breaches today by clock",
+    kinds: { report: "Report", on_scene: "On scene", resolution: "Resolution", verification: "Verification" },
     statuses: { reported: "Reported", classified: "Classified", dispatched: "Awaiting report", acknowledged: "Reported",
       on_scene: "On scene", resolved: "Resolved", verified: "Verified", closed: "Closed" },
     handoffStates: { dispatched: "Awaiting report", acknowledged: "Reported", on_scene: "On scene", resolved: "Resolved",
@@ -251,7 +256,8 @@ function handoffChip(h) {
 function itemHtml(item) {
   const classes = ["item", item.urgency === "urgent" ? "urgent" : "", item.breached ? "breached" : item.warned ? "warned" : "",
     state.selected === item.incident_id ? "selected" : ""].join(" ");
-  const escalated = item.escalation_level > 0 ? `<span class="badge">↑ ${t("escalation")} ${item.escalation_level}</span>` : "";
+  const escalated = (item.escalation_level > 0 ? `<span class="badge">↑ ${t("escalation")} ${item.escalation_level}</span>` : "")
+    + (item.command_centre_at ? `<span class="badge command-centre">⇪ ${t("commandCentre")}</span>` : "");
   return `<div class="${classes}" data-incident="${esc(item.incident_id)}" data-status="${esc(item.status)}" tabindex="0">
     <div class="line"><span class="badge ${esc(item.urgency)}">${esc(t(item.urgency || ""))}</span>
       <strong>${esc(tt("categories", item.category || "other"))}</strong>
@@ -265,16 +271,16 @@ function matchesFilters(item) {
   const f = (id) => $(id).value;
   if (f("#f-district") && item.district_id !== f("#f-district")) return false;
   if (f("#f-station") && item.station_id !== f("#f-station")) return false;
-  if (f("#f-department") && !item.handoffs.some((h) => h.department === f("#f-department"))) return false;
+  // The same rules as the server's (services/console/domain.py: matches, group_keys), applied locally so a
+  // live change redraws without refetching the queue.
+  if (f("#f-department") && !item.group_keys.department.includes(f("#f-department"))) return false;
   if (f("#f-urgency") && item.urgency !== f("#f-urgency")) return false;
   if (f("#f-status") && item.status !== f("#f-status")) return false;
   return true;
 }
 
 function groupsOf(item, by) {
-  if (by === "department") return [...new Set(item.handoffs.map((h) => h.department))];
-  if (by === "district") return [item.district_id];
-  return [item.station_id];
+  return item.group_keys[by] || [];
 }
 
 function groupName(by, key) {
@@ -336,6 +342,9 @@ function drawDetail(item) {
         <select name="to_unit_id">${units.map(([v, l]) => `<option value="${esc(v)}">${esc(l)}</option>`).join("")}</select>
         <button name="reassign" value="1">${t("reassign")}</button>
         <button name="escalate" value="1" class="btn-escalate">${t("escalate")}</button></form>`).join("")}` : ""}
+    ${state.user.role === "supervisor" && item.status === "resolved" ? `<div class="actions" id="supervisor-verify">
+        <button class="primary btn-verify">${t("verify")}</button><input class="reject-reason" placeholder="${t("reason")}">
+        <button class="btn-reject">${t("reject")}</button></div>` : ""}
     <h3>${t("timeline")}</h3><ol class="timeline">${item.timeline.map(timelineText).join("")}</ol>
     <button type="button" id="detail-close">${t("close")}</button><p class="error" id="detail-error" role="alert"></p>`;
 }
@@ -376,7 +385,7 @@ function drawWorker() {
   const items = [...state.items.values()].sort((a, b) => (b.reported_at || "").localeCompare(a.reported_at || ""));
   $("#my-incidents").innerHTML = items.map((item) => `<div class="item" data-incident="${esc(item.incident_id)}" data-status="${esc(item.status)}">
       <div class="line"><strong>${esc(tt("categories", item.category || "other"))}</strong>
-        <span class="badge status">${esc(tt("statuses", item.status))}</span>${flags(item)}<small>${formatTime(item.reported_at)}</small></div>
+        <span class="badge status">${esc(tt("statuses", item.status))}</span>${flags(item)}${item.command_centre_at ? `<span class="badge command-centre">⇪ ${t("commandCentre")}</span>` : ""}<small>${formatTime(item.reported_at)}</small></div>
       <div class="desc">${esc(item.description || "")}</div>
       <div class="handoffs">${item.handoffs.map(handoffChip).join("")}</div>
       <div class="actions">${item.status === "resolved" ? `<button class="primary btn-verify">${t("verify")}</button><input class="reject-reason" placeholder="${t("reason")}"><button class="btn-reject">${t("reject")}</button>` : ""}
@@ -404,12 +413,22 @@ function tick() {
 const pct = (x) => (x === null || x === undefined ? "—" : `${(x * 100).toFixed(1)}%`);
 
 async function loadSupervisor() {
-  const body = await api(`/api/v1/supervisor?tz=${encodeURIComponent(state.tz)}`);
-  $("#rates").innerHTML = [["responseRate", body.response_rate], ["resolutionRate", body.resolution_rate], ["satisfactionRate", body.satisfaction_rate]]
-    .map(([k, v]) => `<div class="rate" data-rate="${k}">${t(k)}<strong>${pct(v)}</strong></div>`).join("");
-  $("#units-table").innerHTML = `<tr><th>${t("unit")}</th><th>${t("summoned")}</th><th>${t("reported")}</th><th>${t("breached")}</th><th>${t("onTimeRate")}</th></tr>` +
-    body.units.map((u) => `<tr><td>${esc(u.unit_name)}</td><td>${u.summoned}</td><td>${u.reported}</td><td>${u.breached}</td><td>${pct(u.on_time_report_rate)}</td></tr>`).join("");
-  $("#breaches").innerHTML = body.breaches_today.map((b) => `<li>▲ ${formatTime(b.breached_at)} ${esc(b.unit_name)}</li>`).join("") || `<li>${t("none")}</li>`;
+  let body;
+  try {
+    body = await api(`/api/v1/supervisor?tz=${encodeURIComponent(state.tz)}`);
+  } catch (e) {
+    $("#rates").innerHTML = `<p class="error" role="alert">${esc(e.message)}</p>`;
+    return;
+  }
+  // Closure's KPIs, with their working (numerator / denominator), so a rate is never a bare number.
+  $("#rates").innerHTML = [["responseRate", "response"], ["resolutionRate", "resolution"], ["satisfactionRate", "satisfaction"],
+    ["onTimeReportRate", "on_time_report"]]
+    .map(([k, name]) => { const r = body.rates[name];
+      return `<div class="rate" data-rate="${k}">${t(k)}<strong>${pct(r.rate)}</strong><small>${r.numerator} / ${r.denominator}</small></div>`; }).join("");
+  $("#units-table").innerHTML = `<tr><th>${t("unit")}</th><th>${t("summoned")}</th><th>${t("due")}</th><th>${t("reported")}</th><th>${t("breached")}</th><th>${t("onTimeRate")}</th></tr>` +
+    body.units.map((u) => `<tr data-unit="${esc(u.unit_id)}"><td>${esc(u.unit_name)}</td><td>${u.summoned}</td><td>${u.due}</td><td>${u.reported}</td><td>${u.breached}</td><td>${pct(u.on_time_report_rate)}</td></tr>`).join("");
+  $("#breaches").innerHTML = body.breaches_today.map((b) => `<li class="breach" data-incident="${esc(b.incident_id)}" data-handoff="${esc(b.handoff_id)}" data-at="${esc(b.breached_at)}">▲ <time>${formatTime(b.breached_at)}</time> ${esc(b.unit_name)}</li>`).join("") || `<li>${t("none")}</li>`;
+  $("#breach-kinds").innerHTML = Object.keys(I18N.zh.kinds).map((k) => `<span class="badge" data-kind="${k}">${esc(tt("kinds", k))} ${body.breaches_today_by_kind[k] || 0}</span>`).join(" ");
   $("#ttr-chart").innerHTML = histogram(body.time_to_report);
 }
 
@@ -419,7 +438,7 @@ function histogram(buckets) {
   const w = 44, h = 140;
   const bars = buckets.map((b, i) => {
     const bh = Math.round((b.count / max) * (h - 30));
-    return `<g><rect x="${i * w + 6}" y="${h - 18 - bh}" width="${w - 12}" height="${bh}" fill="#1b5fa8"><title>${b.count}</title></rect>
+    return `<g><rect data-count="${b.count}" x="${i * w + 6}" y="${h - 18 - bh}" width="${w - 12}" height="${bh}" fill="#1b5fa8"><title>${b.count}</title></rect>
       <text x="${i * w + w / 2}" y="${h - 20 - bh}" text-anchor="middle" font-size="11">${b.count}</text>
       <text x="${i * w + w / 2}" y="${h - 4}" text-anchor="middle" font-size="10">≤${label(b.to_seconds)}</text></g>`;
   }).join("");
@@ -461,6 +480,12 @@ document.addEventListener("click", (event) => {
     if (target.matches(".btn-verify")) act(target, `/api/v1/incidents/${id}/verification`, { confirmed: true });
     if (target.matches(".btn-reject")) act(target, `/api/v1/incidents/${id}/verification`, { confirmed: false, reason: workerItem.querySelector(".reject-reason").value || "未办结" });
     if (target.matches(".btn-feedback")) act(target, `/api/v1/incidents/${id}/feedback`, { satisfaction: workerItem.querySelector(".satisfaction").value });
+    return;
+  }
+  if (target.closest("#supervisor-verify") && state.selected) {
+    const id = encodeURIComponent(state.selected);
+    if (target.matches(".btn-verify")) act(target, `/api/v1/incidents/${id}/verification`, { confirmed: true });
+    if (target.matches(".btn-reject")) act(target, `/api/v1/incidents/${id}/verification`, { confirmed: false, reason: $("#supervisor-verify .reject-reason").value || "未办结" });
     return;
   }
   const item = target.closest("#queue .item");
