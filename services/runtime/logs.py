@@ -10,16 +10,32 @@ from typing import Any
 
 import structlog
 
-# Mainland mobile numbers and generic long digit runs (landlines, ID cards) are personal data.
-_PHONE = re.compile(r"(?<!\d)(\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\d)")
-_ID_CARD = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
+# Personal data inside free text (an incident description, an error message quoting SQL
+# parameters): mainland mobile numbers, landlines with their area code, 18-digit resident ID
+# numbers, and a name that follows a word such as 联系人 or 姓名. Each keeps just enough to tell
+# two values apart in an investigation (the prefix and last digits, the surname). The name rule
+# is a heuristic: a name written without such a word stays, so names belong in named fields.
+_ID_CARD = re.compile(r"(?<![0-9A-Za-z])([1-9]\d{5})[- ]?(?:\d{4}[- ]?\d{4}|\d{8})[- ]?(\d{3}[\dXx])(?![0-9A-Za-z])")
+_MOBILE = re.compile(r"(?<![0-9A-Za-z+])(?:(?:\+|00)?86[- ]?)?(1[3-9]\d)[- ]?\d{4}[- ]?(\d{4})(?![0-9A-Za-z])")
+# Area codes are 0 + 2 or 3 digits (010, 0731); local numbers 7 or 8 digits, never starting 0 or 1.
+# Neither pattern may touch a letter, digit or hyphen on its outer edges, so no run of digits
+# inside an id (a UUID's 0731-4123-5678 groups) is mistaken for a number.
+_LANDLINE = re.compile(
+    r"(?<![0-9A-Za-z+-])(?:(?:\+|00)?86[- ]?)?[(（]?(0\d{2,3})[)）]?[- ]?([2-9]\d{2,3})[- ]?\d{2}(\d{2})(?:(?:转|-|ext\.?)\d{1,5})?(?![0-9A-Za-z-])"
+)
+_NAME_CUE = re.compile(
+    r"(姓名|联系人|报警人|报案人|举报人|求助人|当事人)(\s*[:：是为叫]?\s*)"
+    r"((?:(?!电话|手机|号码|身份证|称|说|反映|表示|住|在|已|和|与|及)[\u4e00-\u9fff]){2,3})"
+)
 _SENSITIVE_KEYS = {"reporter_name", "name", "phone", "reporter_phone", "id_card", "password", "token"}
 
 
 def mask_text(text: str) -> str:
-    """Mask phone numbers and ID-card numbers inside free text."""
-    text = _PHONE.sub(lambda m: f"{m.group(2)}****{m.group(4)}", text)
-    return _ID_CARD.sub(lambda m: f"{m.group(1)}********{m.group(2)}", text)
+    """Mask phone numbers (mobile and landline), ID-card numbers and cue-introduced names in free text."""
+    text = _ID_CARD.sub(lambda m: f"{m.group(1)}********{m.group(2)}", text)
+    text = _MOBILE.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
+    text = _LANDLINE.sub(lambda m: f"{m.group(1)}-****{m.group(3)}", text)
+    return _NAME_CUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)[0]}{'*' * (len(m.group(3)) - 1)}", text)
 
 
 def _mask_value(key: str, value: Any) -> Any:
@@ -46,7 +62,6 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         lambda _l, _n, d: {"service": service, **d},
-        mask_personal_data,
     ]
     renderer = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
@@ -57,7 +72,14 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info, renderer],
+        # Masking runs last, after the traceback became text: an exception message may quote SQL
+        # parameters or a payload, and stdlib records (aiokafka, uvicorn) pass through here too.
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            mask_personal_data,
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(formatter)
