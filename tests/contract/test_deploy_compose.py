@@ -88,6 +88,7 @@ def test_dashboard_shows_the_flow_the_slos_and_the_runtime_health():
         "gridwhistle_sla_timer_deadlines_pending",
         "gridwhistle_sla_timer_deadlines_breached_total",
         "gridwhistle_sla_timer_breach_lateness_seconds_bucket",
+        "gridwhistle_sla_timer_warning_lateness_seconds_bucket",
         "_consumer_lag_records",
         "_outbox_backlog_events",
         "_dead_letters_total",
