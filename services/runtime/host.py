@@ -28,6 +28,7 @@ from services.runtime.http import LimitRequestBody
 from services.runtime.logs import bind_event_context, clear_event_context, configure_logging, get_logger
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.migrations import migrate
+from services.runtime.offsets import OffsetCommitter
 from services.runtime.outbox import OutboxRelay, UnitOfWork
 from services.runtime.settings import ServiceSettings
 
@@ -94,6 +95,7 @@ class ServiceRuntime:
             stall_seconds=settings.consumer_stall_seconds,
             interval_seconds=settings.health_sample_seconds,
         )
+        self._committers: list[OffsetCommitter] = []
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
@@ -126,23 +128,36 @@ class ServiceRuntime:
             infra_backoff_seconds=self.settings.infra_retry_backoff_seconds,
         )
 
-        # NACK_ON_ERROR: the offset is committed after the handler returns; an exception (only
+        # MANUAL: FastStream neither commits before processing (which loses records) nor after
+        # each one; the committer commits what was processed, in bulk. An exception (only
         # infrastructure failures escape EventConsumer) seeks back so the record is redelivered.
         subscriber = self.broker.subscriber(
             self.topic(spec),
             group_id=group_id,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             max_poll_records=200,
             title=f"{self.name}:{spec.name}",
         )
+        consumer.kafka_consumer = lambda: getattr(subscriber, "consumer", None)
+        committer = OffsetCommitter(
+            consumer.kafka_consumer,
+            consumer.positions,
+            every_records=self.settings.commit_every_records,
+            interval_seconds=self.settings.commit_interval_seconds,
+        )
 
         @subscriber
         async def on_record(msg: KafkaMessage) -> None:
-            await consumer.process(record_from_kafka(msg.raw_message))
+            try:
+                await consumer.process(record_from_kafka(msg.raw_message))
+            except BaseException:
+                await msg.nack()
+                raise
+            await committer.record_done()
 
-        consumer.kafka_consumer = lambda: getattr(subscriber, "consumer", None)
         self.consumers.append(consumer)
+        self._committers.append(committer)
         self.health.watch(consumer, consumer.kafka_consumer)
         return consumer
 
@@ -163,6 +178,8 @@ class ServiceRuntime:
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox-relay"))
         self._tasks.append(asyncio.create_task(_supervised("consumer-health", self.health.run), name=f"{self.name}-consumer-health"))
         self._tasks.append(asyncio.create_task(measure_event_loop_lag(self.metrics), name=f"{self.name}-event-loop-lag"))
+        for i, committer in enumerate(self._committers):
+            self._tasks.append(asyncio.create_task(_supervised("offset-commits", committer.run), name=f"{self.name}-commits-{i}"))
         for name, task in self._background:
             self._tasks.append(asyncio.create_task(_supervised(name, task), name=f"{self.name}-{name}"))
         self.started = True
@@ -171,6 +188,9 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Stop consuming, let the relay publish what committed, then release everything."""
         self.started = False
+        # What finished is committed while the consumers are still up; a record still in flight
+        # is redelivered after a restart and ends as a duplicate.
+        await asyncio.gather(*(c.commit() for c in self._committers), return_exceptions=True)
         await self.broker.stop()
         await self.relay.stop()
         for task in self._tasks:

@@ -35,3 +35,7 @@ class ServiceSettings(BaseSettings):
     # A consumer group with lag that finished no record for this long makes readiness fail.
     consumer_stall_seconds: float = Field(default=120.0, gt=0)
     health_sample_seconds: float = Field(default=5.0, gt=0)
+    # Offsets are committed in bulk (the idempotent consumer makes a redelivery harmless): after
+    # this many records, and at least this often while records are processed.
+    commit_every_records: int = Field(default=100, ge=1)
+    commit_interval_seconds: float = Field(default=0.2, gt=0)
