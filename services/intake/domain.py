@@ -30,6 +30,7 @@ from contracts.events import (
     IncidentClosed,
     IncidentEscalated,
     IncidentReclassified,
+    IncidentEscalatedToCommandCentre,
     IncidentReopened,
     IncidentResolved,
     IncidentVerified,
@@ -241,6 +242,8 @@ class IncidentStatus:
     RESOLVED = "resolved"
     VERIFIED = "verified"
     REOPENED = "reopened"
+    # The reopen cap was spent: the district command centre has taken the incident over.
+    ESCALATED = "escalated"
     CLOSED = "closed"
 
 
@@ -250,6 +253,7 @@ CLOSURE_STATUS_BY_EVENT: dict[str, str] = {
     "IncidentVerified": IncidentStatus.VERIFIED,
     "VerificationRejected": IncidentStatus.REOPENED,
     "IncidentReopened": IncidentStatus.REOPENED,
+    "IncidentEscalatedToCommandCentre": IncidentStatus.ESCALATED,
 }
 
 
@@ -365,6 +369,8 @@ def timeline_summary(event: Event) -> str:
             return f"verification rejected by {event.actor_id}: {event.reason}"
         case FeedbackGiven():
             return f"reporter feedback: {event.satisfaction.value}"
+        case IncidentEscalatedToCommandCentre():
+            return f"taken over by the district command centre after {event.reopen_count} reopens: {event.reason}"
         case IncidentReopened():
             return f"reopened ({event.reopen_count}): {event.reason}"
         case IncidentClosed():

@@ -18,6 +18,7 @@ from contracts.events import (
     HandoffReleased,
     HandoffResolved,
     IncidentClosed,
+    IncidentEscalatedToCommandCentre,
     IncidentReopened,
     IncidentResolved,
     IncidentVerified,
@@ -330,12 +331,20 @@ class DeadlineKeeper:
     async def on_incident_reopened(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """Start a new chain generation: the open verification clock ends, the next resolution re-arms it."""
         reopened: IncidentReopened = envelope.data  # type: ignore[assignment]
-        if not await repo.advance_generation(uow.conn, reopened.incident_id, reopened.reopen_count):
+        await self._new_generation(uow, envelope, reopened.incident_id, reopened.reopen_count, "reopened")
+
+    async def on_escalated_to_command_centre(self, uow: UnitOfWork, envelope: Envelope) -> None:
+        """The command centre's round is one more generation: its resolution arms a verification clock of its own."""
+        escalated: IncidentEscalatedToCommandCentre = envelope.data  # type: ignore[assignment]
+        await self._new_generation(
+            uow, envelope, escalated.incident_id, escalated.reopen_count + 1, "escalated_to_command_centre"
+        )
+
+    async def _new_generation(self, uow: UnitOfWork, envelope: Envelope, incident_id: str, generation: int, reason: str) -> None:
+        if not await repo.advance_generation(uow.conn, incident_id, generation):
             return
-        for row in await repo.open_deadlines(
-            uow.conn, incident_id=reopened.incident_id, kind=DeadlineKind.VERIFICATION.value
-        ):
-            await self.cancel(uow, envelope, row, "reopened")
+        for row in await repo.open_deadlines(uow.conn, incident_id=incident_id, kind=DeadlineKind.VERIFICATION.value):
+            await self.cancel(uow, envelope, row, reason)
 
     def routing_handlers(self) -> dict:
         """Handlers for the routing handoffs topic, keyed by event type."""
@@ -362,6 +371,7 @@ class DeadlineKeeper:
             IncidentResolved.event_type: self.on_incident_resolved,
             IncidentVerified.event_type: self.on_incident_verified,
             IncidentReopened.event_type: self.on_incident_reopened,
+            IncidentEscalatedToCommandCentre.event_type: self.on_escalated_to_command_centre,
             IncidentClosed.event_type: self.on_incident_closed,
         }
 

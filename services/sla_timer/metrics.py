@@ -56,6 +56,13 @@ class SlaTimerMetrics:
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )
+        self.warning_lateness = Histogram(
+            f"{p}_warning_lateness_seconds",
+            "fired_at - warning instant of each warning: how late the scheduler warned.",
+            ["urgency"],
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
         self.held_partitions = Gauge(
             f"{p}_held_partitions",
             "Source partitions with due deadlines held until their consumer catches up with the log.",

@@ -24,7 +24,7 @@ from services.runtime.outbox import UnitOfWork
 from services.runtime.watermarks import CompleteView, ConsumedView
 from services.sla_timer import facts
 from services.sla_timer import repository as repo
-from services.sla_timer.domain import DeadlineState, next_fire_at, plan_firing
+from services.sla_timer.domain import DeadlineState, next_fire_at, plan_firing, warning_instant
 from services.sla_timer.metrics import SlaTimerMetrics
 from services.sla_timer.settings import SlaTimerSettings
 
@@ -136,7 +136,13 @@ class DeadlineScheduler:
         )
         if recorded:
             await uow.emit(facts.warned(row, plan.warning_fraction, now=now))
-            after_commit.append(lambda: self._metrics.fired.labels(row.urgency, row.kind, "warning").inc())
+            late = max((now - warning_instant(row.due_at, row.window_seconds, plan.warning_fraction)).total_seconds(), 0.0)
+            after_commit.append(lambda: self.count_warning(row, late))
+
+    def count_warning(self, row: Any, lateness_seconds: float) -> None:
+        """Count a committed warning and how late it was sent."""
+        self._metrics.fired.labels(row.urgency, row.kind, "warning").inc()
+        self._metrics.warning_lateness.labels(row.urgency).observe(lateness_seconds)
 
     def count_breach(self, row: Any, fired_at: datetime) -> None:
         """Count a committed breach and how late it fired."""

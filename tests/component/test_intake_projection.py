@@ -20,6 +20,7 @@ from contracts.events import (
     IncidentClassified,
     IncidentClosed,
     IncidentEscalated,
+    IncidentEscalatedToCommandCentre,
     IncidentReclassified,
     IncidentReopened,
     IncidentResolved,
@@ -233,6 +234,14 @@ async def test_reopen_after_resolution_and_stale_classification_does_not_win(tmp
             app, wrap(incident, IncidentReopened(incident_id=incident, reason="又吵起来了", reopen_count=1, reopened_at=at(45)), 45)
         )
         assert (await view(client, incident))["status"] == "reopened"
+
+        takeover = IncidentEscalatedToCommandCentre(
+            incident_id=incident, grid_id="G0001", reopen_count=1, reason="还是不满意", escalated_at=at(90)
+        )
+        await publish(app, wrap(incident, takeover, 90))
+        v = await view(client, incident)
+        assert v["status"] == "escalated"
+        assert any("command centre" in entry["summary"] for entry in v["timeline"])
 
 
 async def test_duplicate_delivery_has_one_effect(tmp_path):

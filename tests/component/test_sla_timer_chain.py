@@ -15,6 +15,7 @@ from contracts.deadline_policy import DEFAULT_POLICY
 from contracts.events import (
     HandoffReleased,
     HandoffResolved,
+    IncidentEscalatedToCommandCentre,
     IncidentReopened,
     IncidentResolved,
     IncidentVerified,
@@ -191,6 +192,24 @@ async def test_a_reopen_ends_the_open_verification_clock_and_the_next_resolution
     assert second["state"] == "armed" and second["armed_at"] == clock.now().isoformat().replace("+00:00", "Z")
     await sla.publish(closed(incident, clock.now()), incident_id=incident)
     assert (await verification(sla, incident, 1))["cancel_reason"] == "incident_closed"
+
+
+async def test_the_command_centres_round_after_the_reopen_cap_has_a_verification_clock_of_its_own(sla, clock):
+    incident, _ = await _acked(sla, clock)
+    await sla.publish(incident_resolved(incident, clock.now()), incident_id=incident)
+    reopened = IncidentReopened(incident_id=incident, reason="still leaking", reopen_count=1, reopened_at=clock.now())
+    await sla.publish(reopened, incident_id=incident)
+    await sla.publish(incident_resolved(incident, clock.now()), incident_id=incident)
+    escalated = IncidentEscalatedToCommandCentre(
+        incident_id=incident, grid_id="G0001", reopen_count=1, reason="not satisfied again", escalated_at=clock.now()
+    )
+    await sla.publish(escalated, incident_id=incident)
+    await sla.publish(escalated, incident_id=incident)  # a re-sent copy starts nothing new
+    assert (await verification(sla, incident, 1))["cancel_reason"] == "escalated_to_command_centre"
+
+    clock.advance(timedelta(hours=4))
+    await sla.publish(incident_resolved(incident, clock.now()), incident_id=incident)  # the command centre resolved it
+    assert (await verification(sla, incident, 2))["state"] == "armed"
 
 
 async def test_per_category_durations_and_the_policy_version_are_stamped_on_every_deadline_event(tmp_path, clock):

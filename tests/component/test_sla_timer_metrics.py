@@ -29,4 +29,7 @@ async def test_metrics_scrape_counts_every_clock_kind_and_signal(tmp_path):
     assert f'{p}_signals_fired_total{{kind="on_scene",signal="breach",urgency="urgent"}} 1.0' in text
     assert f'{p}_signals_fired_total{{kind="report",signal="warning",urgency="urgent"}} 1.0' in text
     assert f'{p}_breach_lateness_seconds_count{{urgency="urgent"}} 1.0' in text
+    # The 50 % warning of the 15-minute report clock was due at 7.5 min and sent at 8 min: 30 s late.
+    [warning_sum] = [line for line in text.splitlines() if line.startswith(f'{p}_warning_lateness_seconds_sum{{urgency="urgent"}}')]
+    assert float(warning_sum.split()[-1]) >= 30.0
     assert f'{p}_deadlines_pending{{state="armed",urgency="urgent"}} 1.0' in text  # resolution still runs

@@ -29,7 +29,14 @@ DOMAIN_METRICS = {
     "intake": {"report_to_dispatch_seconds": "histogram", "incidents_reported": "counter"},
     "classification": {"incidents_classified": "counter"},
     "routing": {"handoffs_dispatched": "counter", "time_to_report_seconds": "histogram"},
-    "sla_timer": {"deadlines_pending": "gauge", "deadlines_breached": "counter", "breach_lateness_seconds": "histogram"},
+    "sla_timer": {
+        "deadlines_pending": "gauge",
+        "deadlines_breached": "counter",
+        "breach_lateness_seconds": "histogram",
+        "warning_lateness_seconds": "histogram",
+        "breaches_withdrawn": "counter",
+        "held_partitions": "gauge",
+    },
     "closure": {"incidents_closed": "counter"},
 }
 
