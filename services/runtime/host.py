@@ -25,6 +25,7 @@ from services.runtime.consumer import EventConsumer, Handler, record_from_kafka
 from services.runtime.db import add_runtime_tables, create_engine, ping
 from services.runtime.health import ConsumerHealthMonitor, measure_event_loop_lag
 from services.runtime.http import LimitRequestBody
+from services.runtime.kafka_security import kafka_security
 from services.runtime.logs import bind_event_context, clear_event_context, configure_logging, get_logger
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.migrations import migrate
@@ -66,6 +67,7 @@ class ServiceRuntime:
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"gridwhistle-{name}",
+            security=kafka_security(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=1,

@@ -2,19 +2,101 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
-class ServiceSettings(BaseSettings):
-    """Common knobs: broker, database, HTTP, logging, consumer retry bounds."""
 
-    model_config = SettingsConfigDict(env_prefix="GW_", populate_by_name=True, extra="ignore")
+def _shared(env: str, field: str) -> AliasChoices:
+    # One env name for every service (no GW_<NAME>_ prefix); the field name works as a kwarg.
+    return AliasChoices(env, field)
+
+
+class KafkaClientSettings(BaseSettings):
+    """How a process reaches Kafka: bootstrap servers and security, from env names every service shares.
+
+    In a deployment each service runs as its own principal: its pods get their own
+    KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD (from a Secret), everything else is common.
+    See deploy/KAFKA_SECURITY.md; services/runtime/kafka_security.py turns this into clients.
+    """
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
     )
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", validation_alias=_shared("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol")
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="SCRAM-SHA-512", validation_alias=_shared("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism")
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, validation_alias=_shared("KAFKA_SASL_USERNAME", "kafka_sasl_username")
+    )
+    # SecretStr: shown as '**********' in reprs, validation errors and logs.
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, validation_alias=_shared("KAFKA_SASL_PASSWORD", "kafka_sasl_password")
+    )
+    # PEM CA bundle that signed the brokers' certificates (unset: the system's trust store).
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, validation_alias=_shared("KAFKA_SSL_CAFILE", "kafka_ssl_cafile")
+    )
+    # Client certificate and key (PEM) for mutual TLS; the key may sit in the certificate file.
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, validation_alias=_shared("KAFKA_SSL_CERTFILE", "kafka_ssl_certfile")
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, validation_alias=_shared("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile")
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, validation_alias=_shared("KAFKA_SSL_KEY_PASSWORD", "kafka_ssl_key_password")
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, validation_alias=_shared("KAFKA_SSL_CHECK_HOSTNAME", "kafka_ssl_check_hostname")
+    )
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaClientSettings:
+        """Refuse half-configured security instead of silently connecting without it."""
+        protocol = self.kafka_security_protocol
+        sasl = self.kafka_sasl_username is not None or self.kafka_sasl_password is not None
+        if protocol in SASL_PROTOCOLS and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        if protocol not in SASL_PROTOCOLS and sasl:
+            raise ValueError(
+                f"KAFKA_SASL_USERNAME/PASSWORD are set but KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                "authenticate with SASL (use SASL_SSL or SASL_PLAINTEXT)"
+            )
+        tls_files = [self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile, self.kafka_ssl_key_password]
+        if protocol not in TLS_PROTOCOLS and any(v is not None for v in tls_files):
+            raise ValueError(
+                f"KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(use SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE (the client certificate)")
+        return self
+
+
+class ServiceSettings(KafkaClientSettings):
+    """Common knobs: broker (and its security), database, HTTP, logging, consumer retry bounds."""
+
+    model_config = SettingsConfigDict(env_prefix="GW_", populate_by_name=True, extra="ignore")
+
     # Lets tests and parallel environments share one cluster without seeing each other.
     topic_prefix: str = Field(
         default="", validation_alias=AliasChoices("GW_TOPIC_PREFIX", "topic_prefix")
