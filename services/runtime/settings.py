@@ -27,7 +27,8 @@ class KafkaClientSettings(BaseSettings):
     See deploy/KAFKA_SECURITY.md; services/runtime/kafka_security.py turns this into clients.
     """
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+    # A validation error would otherwise quote the input, a password among it.
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
