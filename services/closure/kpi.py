@@ -28,7 +28,8 @@ Definitions (every rate is reported with its numerator and denominator):
 - time to report = dispatch → first acknowledgement; time to resolve = report → the latest
   IncidentResolved (a resolution refused at verification was not the resolution). Mean and
   p90 by nearest rank (the smallest value with at least 90% of values at or below it).
-- breaches = DeadlineBreached of every clock kind (report 报到, on scene, resolution, verification),
+- breaches = DeadlineBreached of every clock kind, less those withdrawn (DeadlineBreachWithdrawn:
+  the awaited fact was stamped before due but reached the timer after it fired) (report 报到, on scene, resolution, verification),
   counted per kind; `report_breaches` is the report kind alone. A breach of a handoff's clock
   follows its handoff (period of dispatch, the handoff's unit); a breach of the incident's own
   clock (verification) follows its incident (period of the whistle, the first lead's unit).
@@ -51,6 +52,7 @@ from enum import StrEnum
 from contracts.envelope import Envelope, Event
 from contracts.events import (
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     FeedbackGiven,
     HandoffAcknowledged,
     HandoffDeclined,
@@ -194,6 +196,12 @@ def standalone_fact(envelope: Envelope) -> FeedbackFact | BreachFact | None:
             event.deadline_id, event.incident_id, event.handoff_id, event.unit_id, event.due_at, event.kind.value
         )
     return None
+
+
+def withdrawn_breach(envelope: Envelope) -> str | None:
+    """The deadline whose breach an event withdraws (its unit reported in time after all), or None."""
+    event = envelope.data
+    return event.deadline_id if isinstance(event, DeadlineBreachWithdrawn) else None
 
 
 def _earliest(current: datetime | None, new: datetime) -> datetime:

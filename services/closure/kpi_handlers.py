@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from contracts.envelope import Envelope, Event
 from contracts.events import (
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     FeedbackGiven,
     HandoffAcknowledged,
     HandoffDeclined,
@@ -76,7 +77,7 @@ KPI_SOURCES: tuple[tuple[TopicSpec, str, tuple[type[Event], ...]], ...] = (
             HandoffResolved,
         ),
     ),
-    (SLA_DEADLINES, "kpi-sla", (DeadlineBreached,)),
+    (SLA_DEADLINES, "kpi-sla", (DeadlineBreached, DeadlineBreachWithdrawn)),
     (CLOSURE_OUTCOMES, "kpi-closure", (IncidentResolved, IncidentReopened, FeedbackGiven, IncidentClosed)),
 )
 

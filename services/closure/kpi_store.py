@@ -19,6 +19,7 @@ from services.closure.kpi import (
     HANDOFF_EVENTS,
     INCIDENT_EVENTS,
     BreachFact,
+    withdrawn_breach,
     FeedbackFact,
     HandoffFact,
     IncidentFact,
@@ -91,6 +92,10 @@ async def record_fact(conn: AsyncConnection, envelope: Envelope) -> None:
     if standalone is not None:
         table = kpi_feedback if isinstance(standalone, FeedbackFact) else kpi_breaches
         await conn.execute(insert_ignoring_conflicts(conn, table).values(**asdict(standalone)))
+    withdrawn = withdrawn_breach(envelope)
+    if withdrawn is not None:
+        # Same partition as the breach and after it, so the breach row is already here.
+        await conn.execute(delete(kpi_breaches).where(kpi_breaches.c.deadline_id == withdrawn))
     if isinstance(event, INCIDENT_EVENTS):
         incident = await _locked(conn, kpi_incidents, IncidentFact(event.incident_id))
         await _save(conn, kpi_incidents, merge_into_incident(incident, event))

@@ -24,6 +24,7 @@ from contracts.envelope import Envelope
 from contracts.events import (
     DeadlineArmed,
     DeadlineBreached,
+    DeadlineBreachWithdrawn,
     DeadlinePaused,
     DeadlineResumed,
     DeadlineWarned,
@@ -166,6 +167,9 @@ class Projection:
                 await repo.touch_handoff(conn, data.handoff_id, incident_id, warned=True)
             case DeadlineBreached() if data.kind is DeadlineKind.REPORT and data.handoff_id:
                 await repo.touch_handoff(conn, data.handoff_id, incident_id, breached=True, breached_at=data.fired_at)
+            case DeadlineBreachWithdrawn() if data.kind is DeadlineKind.REPORT and data.handoff_id:
+                # The unit reported in time; its acknowledgement only reached the timer late.
+                await repo.touch_handoff(conn, data.handoff_id, incident_id, breached=False, breached_at=None)
             case DeadlinePaused() if data.kind is DeadlineKind.REPORT and data.handoff_id:
                 await repo.touch_handoff(conn, data.handoff_id, incident_id, paused=True)
             case IncidentResolved():

@@ -24,6 +24,7 @@ from faststream.kafka import TestKafkaBroker
 
 from contracts.envelope import Event, correlation_for, make_envelope
 from contracts.events import (
+    DeadlineBreachWithdrawn,
     DeadlineBreached,
     HandoffAcknowledged,
     HandoffDispatched,
@@ -297,6 +298,21 @@ async def test_breach_and_escalation_show_on_the_item_and_its_timeline(console: 
     detail = (await console.http.get(f"/api/v1/incidents/{incident_id}", headers=await console.as_user("desk-S0101-1"))).json()
     assert detail["breached"] is True and detail["escalation_level"] == 1
     assert [e["event_type"] for e in detail["timeline"]][-2:] == ["DeadlineBreached", "IncidentEscalated"]
+
+
+async def test_a_withdrawn_breach_is_no_longer_red(console: Harness):
+    incident_id, (handoff_id,) = await console.whistle(HOME_GRID)
+    due = console.clock.now() + timedelta(minutes=15)
+    console.clock.advance(timedelta(minutes=15, seconds=1))
+    common = {"incident_id": incident_id, "deadline_id": "d1", "handoff_id": handoff_id, "kind": DeadlineKind.REPORT, "due_at": due}
+    await console.publish(DeadlineBreached(**common, urgency=Urgency.URGENT, unit_id="U-POL-P0001", fired_at=console.clock.now()), incident_id)
+    await console.publish(
+        DeadlineBreachWithdrawn(**common, fact_at=due - timedelta(seconds=2), withdrawn_at=console.clock.now(), reason="awaited_fact_in_time"),
+        incident_id,
+    )
+    detail = (await console.http.get(f"/api/v1/incidents/{incident_id}", headers=await console.as_user("desk-S0101-1"))).json()
+    assert detail["breached"] is False and detail["handoffs"][0]["breached"] is False
+    assert [e["event_type"] for e in detail["timeline"]][-2:] == ["DeadlineBreached", "DeadlineBreachWithdrawn"]
 
 
 async def test_a_breach_consumed_before_its_dispatch_is_still_projected(console: Harness):
