@@ -16,7 +16,12 @@ from sqlalchemy import select
 
 from contracts.envelope import Envelope, Event, correlation_for, make_envelope
 from contracts.events import CATALOGUE, IncidentReported, Location
+from contracts.reference import ReferenceData, demo_city
 from contracts.topics import topic_for_event
+from services.runtime.audit import audit_rows as _audit_rows
+from services.runtime.auth import Principal, TokenCodec, resolve_principal
+from services.runtime.clock import Clock
+from services.runtime.settings import DEV_TOKEN_SECRET
 
 
 def reported(
@@ -83,13 +88,63 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, in
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Start an app on FastStream's in-memory broker and give an HTTP client for it."""
+async def running(app: FastAPI, *, user: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """Start an app on FastStream's in-memory broker and give an HTTP client for it (signed in as `user`)."""
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = as_user(app, user) if user else {}
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
                 yield client
+
+
+# --- access: tokens for the demo users ----------------------------------------------------------
+
+
+def principal_of(user_id: str, city: ReferenceData | None = None, *, supervisors=("sup-1",), admins=("admin",)) -> Principal:
+    """The principal a demo user id stands for (an AssertionError for an unknown one)."""
+    principal = resolve_principal(user_id, city or demo_city(), supervisors=supervisors, admins=admins)
+    assert principal is not None, f"{user_id} is no user of the reference data"
+    return principal
+
+
+def mint_token(
+    user: str | Principal,
+    *,
+    secret: str = DEV_TOKEN_SECRET,
+    clock: Clock | None = None,
+    ttl_seconds: int = 3600,
+    city: ReferenceData | None = None,
+) -> str:
+    """A bearer token for a demo user (or any principal), signed with `secret`, issued at `clock`'s now."""
+    principal = user if isinstance(user, Principal) else principal_of(user, city)
+    return TokenCodec(secret, ttl_seconds=ttl_seconds, clock=clock).issue(principal)
+
+
+def token_for(app: FastAPI, user: str | Principal, *, ttl_seconds: int = 3600) -> str:
+    """A token the app accepts: its secret, its clock, its reference data, supervisors and admins."""
+    runtime = app.state.runtime
+    settings = runtime.settings
+    if not isinstance(user, Principal):
+        user = principal_of(user, runtime.areas.city, supervisors=settings.auth_supervisors, admins=settings.auth_admins)
+    return runtime.auth.codec.issue(user, ttl_seconds=ttl_seconds)
+
+
+def as_user(app: FastAPI, user: str | Principal, **options: Any) -> dict[str, str]:
+    """Authorization headers for a request to `app` as `user`."""
+    return {"Authorization": f"Bearer {token_for(app, user, **options)}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Authorization headers carrying `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def audit_rows(app: FastAPI, target: str | None = None) -> list[dict[str, Any]]:
+    """The app's access audit rows (of one target, e.g. "handoff:<id>"), oldest first."""
+    runtime = app.state.runtime
+    async with runtime.engine.connect() as conn:
+        return await _audit_rows(conn, runtime.audit.table, target)
 
 
 def ops_tool(name: str) -> str:

@@ -19,7 +19,11 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData
 
+from contracts.reference import load_reference_data
 from contracts.topics import TopicSpec
+from services.runtime.access import Areas
+from services.runtime.audit import AuditMiddleware, AuditTrail, add_audit_table
+from services.runtime.auth import AccessError, Authenticator, access_error_response, check_access_settings, codec_for
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.consumer import EventConsumer, Handler, record_from_kafka
 from services.runtime.db import add_runtime_tables, create_engine, ping
@@ -52,12 +56,17 @@ class ServiceRuntime:
     ) -> None:
         self.name = name
         self.settings = settings
+        # Before anything else: a service never runs on the development token secret by accident.
+        check_access_settings(settings)
         self.clock: Clock = clock or SystemClock()
         self.metadata = metadata
         if configure_logs:
             configure_logging(name, settings.log_level, settings.log_json)
         self.tables = add_runtime_tables(metadata)
         self.engine = create_engine(settings.database_url)
+        self.audit = AuditTrail(self.engine, add_audit_table(metadata), self.clock)
+        self.auth = Authenticator(codec_for(settings, self.clock))
+        self._areas: Areas | None = None
         self.metrics = RuntimeMetrics(name)
         middlewares = []
         if settings.metrics_enabled:
@@ -101,6 +110,17 @@ class ServiceRuntime:
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+
+    @property
+    def areas(self) -> Areas:
+        """Where grids and units lie, for access checks (the service's reference data, loaded once)."""
+        if self._areas is None:
+            self._areas = Areas(load_reference_data(self.settings.reference_data))
+        return self._areas
+
+    def use_reference(self, areas: Areas) -> None:
+        """Share reference data the service already loaded instead of loading it again."""
+        self._areas = areas
 
     def topic(self, spec: TopicSpec) -> str:
         """The concrete topic name (with this deployment's prefix)."""
@@ -220,8 +240,17 @@ class ServiceRuntime:
         checks["ready"] = self.started and all(v == "ok" for k, v in checks.items() if k != "ready")
         return checks
 
-    def http_app(self, *, title: str, routers: Iterable[APIRouter] = ()) -> FastAPI:
-        """The service's FastAPI app: its routers plus /health, /live and /metrics."""
+    def http_app(
+        self, *, title: str, routers: Iterable[APIRouter] = (), self_authenticating: Iterable[APIRouter] = ()
+    ) -> FastAPI:
+        """The service's FastAPI app: its routers plus /health, /live and /metrics.
+
+        Every route of `routers` requires a valid bearer token (`self.auth.principal`; 401
+        otherwise). `self_authenticating` routers check credentials themselves (Open311's
+        api_key, the console's sign-in and session cookie). The ops endpoints stay open: they are
+        for probes and Prometheus inside the cluster, and carry no personal data; keep them off
+        the public ingress (see README, "Access").
+        """
 
         @asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -249,8 +278,13 @@ class ServiceRuntime:
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
         for router in routers:
+            app.include_router(router, dependencies=[Depends(self.auth.principal)])
+        for router in self_authenticating:
             app.include_router(router)
+        app.add_exception_handler(AccessError, access_error_response)
         app.add_middleware(LimitRequestBody, max_bytes=self.settings.max_request_bytes)
+        # Outermost, so that even a 413 or a 401 leaves its audit row.
+        app.add_middleware(AuditMiddleware, trail=self.audit)
         return app
 
 

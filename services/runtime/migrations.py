@@ -96,7 +96,9 @@ def service_metadata(service: str) -> MetaData:
         v for k, v in vars(settings_module).items() if k.endswith("Settings") and k != "ServiceSettings"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        app = app_module.create_app(settings_cls(database_url=f"sqlite+aiosqlite:///{tmp}/x.db"))
+        # Only the tables are wanted: the app never starts, so the development secret is fine.
+        settings = settings_cls(database_url=f"sqlite+aiosqlite:///{tmp}/x.db", auth_dev_mode=True)
+        app = app_module.create_app(settings)
         return app.state.runtime.metadata
 
 

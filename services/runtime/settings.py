@@ -93,8 +93,40 @@ class KafkaClientSettings(BaseSettings):
         return self
 
 
-class ServiceSettings(KafkaClientSettings):
-    """Common knobs: broker (and its security), database, HTTP, logging, consumer retry bounds."""
+# Signs the development tokens; every service refuses it unless GW_AUTH_DEV_MODE is on.
+DEV_TOKEN_SECRET = "dev-only-gridwhistle-token-secret-change-me"
+
+
+class AccessSettings(BaseSettings):
+    """Who may call the HTTP APIs: the token secret and lifetime, supervisors and admins (services/runtime/auth.py).
+
+    Shared env names (no GW_<NAME>_ prefix): every service verifies the same tokens.
+    """
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", hide_input_in_errors=True)
+
+    auth_token_secret: str = Field(
+        default=DEV_TOKEN_SECRET, validation_alias=_shared("GW_AUTH_TOKEN_SECRET", "auth_token_secret"), repr=False
+    )
+    # Secrets being rotated out: tokens they signed still verify; new tokens use auth_token_secret.
+    auth_previous_token_secrets: tuple[str, ...] = Field(
+        default=(), validation_alias=_shared("GW_AUTH_PREVIOUS_TOKEN_SECRETS", "auth_previous_token_secrets"), repr=False
+    )
+    # On a laptop and in tests only: accept the development secret and the demo Open311 key.
+    auth_dev_mode: bool = Field(default=False, validation_alias=_shared("GW_AUTH_DEV_MODE", "auth_dev_mode"))
+    auth_token_ttl_seconds: int = Field(
+        default=12 * 3600, ge=60, le=7 * 24 * 3600,
+        validation_alias=_shared("GW_AUTH_TOKEN_TTL_SECONDS", "auth_token_ttl_seconds"),
+    )
+    # Reference data names no supervisors or admins; these user ids are (env as JSON lists).
+    auth_supervisors: tuple[str, ...] = Field(
+        default=("sup-1",), validation_alias=_shared("GW_AUTH_SUPERVISORS", "auth_supervisors")
+    )
+    auth_admins: tuple[str, ...] = Field(default=("admin",), validation_alias=_shared("GW_AUTH_ADMINS", "auth_admins"))
+
+
+class ServiceSettings(KafkaClientSettings, AccessSettings):
+    """Common knobs: broker (and its security), access, database, HTTP, logging, consumer retry bounds."""
 
     model_config = SettingsConfigDict(env_prefix="GW_", populate_by_name=True, extra="ignore")
 
@@ -103,6 +135,9 @@ class ServiceSettings(KafkaClientSettings):
         default="", validation_alias=AliasChoices("GW_TOPIC_PREFIX", "topic_prefix")
     )
     database_url: str = "sqlite+aiosqlite:///./gridwhistle.db"
+    # Reference data (YAML/JSON file or CSV directory; None = the demo city): areas of grids and
+    # units for access checks, and whatever else a service looks up in it.
+    reference_data: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     log_level: str = "INFO"
