@@ -34,7 +34,7 @@ async def test_report_is_classified_once_even_when_delivered_twice(tmp_path):
 
 async def test_dispatcher_reclassification_emits_event_with_previous_values(tmp_path):
     app = make_app(tmp_path)
-    async with running(app) as client:
+    async with running(app, user="cmd-D01-1") as client:
         report = reported("小区垃圾堆放很臭")
         await publish(app, report)
         await wait_for(lambda: outbox_envelopes(app))
@@ -53,14 +53,14 @@ async def test_dispatcher_reclassification_emits_event_with_previous_values(tmp_
 
 async def test_reclassification_without_reason_or_of_unknown_incident_is_refused(tmp_path):
     app = make_app(tmp_path)
-    async with running(app) as client:
+    async with running(app, user="cmd-D01-1") as client:
         missing = await client.post(
             "/api/v1/incidents/nope/reclassify",
-            json={"actor_id": "x", "category": "fire", "urgency": "urgent", "reason": "r"},
+            json={"actor_id": "cmd-D01-1", "category": "fire", "urgency": "urgent", "reason": "r"},
         )
         assert missing.status_code == 404
         no_reason = await client.post(
-            "/api/v1/incidents/nope/reclassify", json={"actor_id": "x", "category": "fire", "urgency": "urgent"}
+            "/api/v1/incidents/nope/reclassify", json={"actor_id": "cmd-D01-1", "category": "fire", "urgency": "urgent"}
         )
         assert no_reason.status_code == 422
         assert no_reason.json()["detail"][0]["loc"] == ["body", "reason"]
@@ -78,7 +78,7 @@ async def test_classified_event_is_stamped_with_taxonomy_and_model_versions(tmp_
 
 async def test_unclear_report_waits_in_the_review_queue_until_a_dispatcher_decides(tmp_path):
     app = make_app(tmp_path)
-    async with running(app) as client:
+    async with running(app, user="cmd-D01-1") as client:
         unclear, clear = reported("快"), reported("小区垃圾堆放很臭")
         await publish(app, unclear)
         await publish(app, clear)
@@ -97,7 +97,7 @@ async def test_unclear_report_waits_in_the_review_queue_until_a_dispatcher_decid
 
 async def test_confirming_the_machine_decision_clears_review_without_a_new_event(tmp_path):
     app = make_app(tmp_path)
-    async with running(app) as client:
+    async with running(app, user="cmd-D01-1") as client:
         unclear = reported("快")
         await publish(app, unclear)
         first = (await wait_for(lambda: outbox_envelopes(app)))[0].data
