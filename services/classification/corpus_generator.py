@@ -1,10 +1,16 @@
-"""Deterministic generator of the labelled grid-report corpus (data/corpus.jsonl).
+"""Deterministic generator of the labelled training corpus (data/corpus.jsonl).
 
-Run `python -m services.classification.corpus_generator` to rewrite the file. Reports are composed
-from hand-written templates and slot values, then roughened (prefixes, suffixes, typos, emoji,
-spacing) the way grid workers type on a phone. The held-out split is drawn from templates AND
-slot values that training never sees, so the evaluation measures generalisation to new wording,
-not recall of a template. Category frequencies follow domain.md (disputes, theft, fraud first).
+Run `python -m services.classification.corpus_generator` to rewrite the file. Two sources:
+
+- generated reports, composed from templates and slot values, then roughened (prefixes, suffixes,
+  typos, emoji, spacing) the way grid workers type on a phone. The templates and slots once kept
+  apart for held-out v1 and v2 are all training now (`template` says which pool a report came
+  from: `<category>/train/<i>` or `<category>/heldout/<i>`, the retired v2 pool);
+- the hand-written reports of data/handwritten.jsonl (one group each, `template` = `hand/<id>`).
+
+Every record is `split: train`. The held-out set is data/heldout_v3.jsonl, written by hand
+without these templates and slots and frozen (see evaluate.py); it is never merged here.
+Category frequencies follow domain.md (disputes, theft, fraud first).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import random
 from pathlib import Path
 
 CORPUS_PATH = Path(__file__).parent / "data" / "corpus.jsonl"
+HANDWRITTEN_PATH = Path(__file__).parent / "data" / "handwritten.jsonl"
 SEED = 20261123
 TOTAL = 1300
 HELDOUT_SHARE = 0.2
@@ -58,7 +65,8 @@ SLOTS = {
     },
 }
 
-# (template, urgency) per category and split; "U" urgent, "G" general.
+# (template, urgency) per category and pool; "U" urgent, "G" general. Fraud follows the urgency
+# policy of the README: no money moved and the contact ended is general.
 TEMPLATES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "neighbour_dispute": {
         "train": [
@@ -130,7 +138,7 @@ TEMPLATES: dict[str, dict[str, list[tuple[str, str]]]] = {
             ("Resident at {en_addr} got a call from fake police asking to transfer money, possible scam", "U"),
             ("scam alert: {en_addr}, an elderly man transferred {amount} yuan to a 'safe account'", "U"),
             ("{addr}居民被诈骗 scam 了{amount}块，对方说是贷款平台", "U"),
-            ("{addr}居民接到可疑电话称办理贷款需要先交保证金，他没有转账，想确认是不是诈骗", "U"),
+            ("{addr}居民接到可疑电话称办理贷款需要先交保证金，他没有转账，想确认是不是诈骗", "G"),
             ("网贷诈骗：{time}{addr}一名青年被以解冻账户为由骗了{amount}", "U"),
             ("{addr}一名退休教师被自称检察院的人要求配合调查，已转账{amount}元", "U"),
             ("{time}{addr}有人通过游戏账号交易被骗{amount}，对方把他拉黑了", "U"),
@@ -459,7 +467,10 @@ def _fill(template: str, slots: dict[str, list[str]], rng: random.Random) -> str
 
 
 def generate(seed: int = SEED, total: int = TOTAL) -> list[dict]:
-    """Compose the labelled corpus: {id, text, category, urgency, split, template}, deterministic."""
+    """Compose the generated reports: {id, text, category, urgency, split, template}, deterministic.
+
+    The pools are still drawn apart (same seed, same texts as when the `heldout` pool was held
+    out), but every report is training data now."""
     rng = random.Random(seed)
     records: list[dict] = []
     seen: set[str] = set()
@@ -486,7 +497,7 @@ def generate(seed: int = SEED, total: int = TOTAL) -> list[dict]:
                         "text": text,
                         "category": category,
                         "urgency": "urgent" if urgency == "U" else "general",
-                        "split": split,
+                        "split": "train",
                         # Lets development cross-validation hold whole templates out.
                         "template": f"{category}/{split}/{template_index}",
                     }
@@ -494,9 +505,19 @@ def generate(seed: int = SEED, total: int = TOTAL) -> list[dict]:
     return records
 
 
+def handwritten(path: Path = HANDWRITTEN_PATH) -> list[dict]:
+    """The hand-written training reports, each its own cross-validation group."""
+    with path.open(encoding="utf-8") as source:
+        rows = [json.loads(line) for line in source if line.strip()]
+    return [{**row, "split": "train", "template": f"hand/{row['id']}"} for row in rows]
+
+
 def main() -> None:
     """Write the corpus as JSON lines."""
-    records = generate()
+    records = generate() + handwritten()
+    texts = [r["text"] for r in records]
+    if len(set(texts)) != len(texts):
+        raise SystemExit("duplicate report texts in the corpus")
     with CORPUS_PATH.open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")

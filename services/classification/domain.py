@@ -41,6 +41,10 @@ URGENT_DOUBT_MASS = 0.3
 # Weight of the statistical model against the keyword rules when both have an opinion; chosen
 # by cross-validation on the training split (evaluate --dev), never on a held-out set.
 MODEL_WEIGHT = 0.4
+# The model's urgency head makes a report urgent at or above this probability (unless an explicit
+# downgrade rule applies); chosen low on development data: missing an emergency costs far more
+# than a 15-minute clock on a general matter.
+URGENT_MODEL_THRESHOLD = 0.2
 # A category hint from the grid worker counts like this many keyword hits.
 HINT_WEIGHT = 1.5
 # The rules' own code is part of their version: a change here is a change of the rules.
@@ -64,12 +68,15 @@ class Downgrade:
 
     Every group in `all_of` must have a hit (a hit is never inside a question); none of `unless`
     may appear; each marker kind in `requires_negated` must have been seen negated ("没人受伤").
+    A danger marker blocks the downgrade unless its kind is in `overrides` (a past assault reported
+    to file a case carries a violence marker by nature, but no injury or danger marker).
     """
 
     name: str
     all_of: tuple[tuple[str, ...], ...]
     unless: tuple[str, ...] = ()
     requires_negated: frozenset[str] = frozenset()
+    overrides: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -155,14 +162,17 @@ def parse_taxonomy(data: Mapping[str, Any]) -> Taxonomy:
         parsed = []
         for entry in entries:
             requires = frozenset(entry.get("requires_negated") or ())
-            if not requires <= set(markers):
-                raise ValueError(f"downgrade {entry['name']} requires unknown markers {sorted(requires - set(markers))}")
+            overrides = frozenset(entry.get("overrides") or ())
+            unknown = (requires | overrides) - set(markers)
+            if unknown:
+                raise ValueError(f"downgrade {entry['name']} names unknown markers {sorted(unknown)}")
             parsed.append(
                 Downgrade(
                     name=str(entry["name"]),
                     all_of=tuple(_lower(group) for group in entry.get("all_of") or ()),
                     unless=_lower(entry.get("unless")),
                     requires_negated=requires,
+                    overrides=overrides,
                 )
             )
         downgrades[category] = tuple(parsed)
@@ -189,10 +199,12 @@ def _lower(words: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelOpinion:
-    """What a statistical model thinks: a probability per category and the features behind it."""
+    """What a statistical model thinks: a probability per category, the features behind it, and
+    (if the model has an urgency head) the probability that the report is urgent."""
 
     probabilities: Mapping[Category, float]
     top_features: tuple[str, ...] = ()
+    urgent_probability: float | None = None
 
 
 class CategoryModel(Protocol):
@@ -271,19 +283,31 @@ def _plain_hits(taxonomy: Taxonomy, text: str, cues: tuple[str, ...]) -> list[st
 class Classifier:
     """Keyword rules of a taxonomy, optionally blended with a statistical model."""
 
-    def __init__(self, taxonomy: Taxonomy, model: CategoryModel | None = None, review_threshold: float = 0.6):
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        model: CategoryModel | None = None,
+        review_threshold: float = 0.6,
+        model_weight: float = MODEL_WEIGHT,
+        model_urgency_threshold: float = URGENT_MODEL_THRESHOLD,
+    ):
         self.taxonomy = taxonomy
         self.model = model
         self.review_threshold = review_threshold
+        self.model_weight = model_weight
+        self.model_urgency_threshold = model_urgency_threshold
         self.urgent_categories = taxonomy.urgent_by_default()
         rules = f"{taxonomy.version}+rules-{taxonomy.fingerprint}"
+        if model_weight != MODEL_WEIGHT or model_urgency_threshold != URGENT_MODEL_THRESHOLD:
+            rules += f"-w{model_weight}-u{model_urgency_threshold}"
         self.version = f"{rules}+{model.version}" if model else rules
 
     def classify(self, description: str, category_hint: Category | None = None) -> Decision:
         """Decide category and urgency with confidence and reasons; when in doubt, urgent."""
         text = normalise(description)
         fired: list[str] = []
-        probabilities = self._category_probabilities(text, category_hint, fired)
+        probabilities, opinion = self._category_probabilities(text, category_hint, fired)
+        model_urgent = opinion.urgent_probability if opinion is not None else None
         if probabilities:
             category, confidence = max(probabilities.items(), key=lambda kv: (kv[1], kv[0] in self.urgent_categories))
         else:
@@ -304,8 +328,10 @@ class Classifier:
         fired.extend(f"escalation:{category.value}:{cue}" for cue in escalation)
         sure = confidence >= self.review_threshold
         downgrade = None
-        if category in self.urgent_categories and not strong and not escalation and sure:
-            downgrade = self._downgrade(text, category, set(negated), fired)
+        if category in self.urgent_categories and not escalation and sure:
+            downgrade = self._downgrade(text, category, strong, set(negated), fired)
+            if downgrade is not None:
+                strong = strong - downgrade.overrides
         # A downgraded category's own mass no longer argues for urgency; other urgent ones still do.
         urgent_mass = sum(
             p for c, p in probabilities.items() if c in self.urgent_categories and not (downgrade and c is category)
@@ -319,13 +345,17 @@ class Classifier:
             urgency, reason = Urgency.URGENT, "unreadable-report"
         elif urgent_mass >= URGENT_DOUBT_MASS:
             urgency, reason = Urgency.URGENT, "maybe-urgent-category"
+        elif downgrade is None and model_urgent is not None and model_urgent >= self.model_urgency_threshold:
+            urgency, reason = Urgency.URGENT, "model-urgency"
         elif not sure:
             # Unsure what it is: a person will review it; until then it runs on the 15-minute clock.
             urgency, reason = Urgency.URGENT, "uncertain-category"
         elif downgrade is not None:
-            urgency, reason = Urgency.GENERAL, f"downgrade:{downgrade}"
+            urgency, reason = Urgency.GENERAL, f"downgrade:{downgrade.name}"
         else:
             urgency, reason = Urgency.GENERAL, "no-danger"
+        if model_urgent is not None:
+            fired.append(f"model-urgency:{model_urgent:.2f}")
         fired.append(f"urgency-decision:{reason}")
 
         confidence = round(min(confidence, 0.99), 3)
@@ -339,19 +369,23 @@ class Classifier:
             version=self.version,
         )
 
-    def _downgrade(self, text: str, category: Category, negated_kinds: set[str], fired: list[str]) -> str | None:
+    def _downgrade(
+        self, text: str, category: Category, strong: set[str], negated_kinds: set[str], fired: list[str]
+    ) -> Downgrade | None:
         for rule in self.taxonomy.downgrades.get(category, ()):
-            if not rule.requires_negated <= negated_kinds:
+            if strong - rule.overrides or not rule.requires_negated <= negated_kinds:
                 continue
             if _plain_hits(self.taxonomy, text, rule.unless):
                 continue
             groups = [_plain_hits(self.taxonomy, text, group) for group in rule.all_of]
             if groups and all(groups):
                 fired.extend(f"downgrade:{rule.name}:{hits[0]}" for hits in groups)
-                return rule.name
+                return rule
         return None
 
-    def _category_probabilities(self, text: str, hint: Category | None, fired: list[str]) -> dict[Category, float]:
+    def _category_probabilities(
+        self, text: str, hint: Category | None, fired: list[str]
+    ) -> tuple[dict[Category, float], ModelOpinion | None]:
         rule_scores: dict[Category, float] = {}
         for category, rule in self.taxonomy.categories.items():
             hits = _hits(self.taxonomy, text, rule.keywords)
@@ -367,15 +401,16 @@ class Classifier:
 
         # An empty text tells a model nothing but its priors; only the hint speaks then.
         if self.model is None or not text:
-            return rules
+            return rules, None
         opinion = self.model.predict(text)
         fired.extend(f"model:{feature}" for feature in opinion.top_features)
         if not rules:
-            return dict(opinion.probabilities)
-        return {
-            c: MODEL_WEIGHT * opinion.probabilities.get(c, 0.0) + (1 - MODEL_WEIGHT) * rules.get(c, 0.0)
+            return dict(opinion.probabilities), opinion
+        blended = {
+            c: self.model_weight * opinion.probabilities.get(c, 0.0) + (1 - self.model_weight) * rules.get(c, 0.0)
             for c in set(opinion.probabilities) | set(rules)
         }
+        return blended, opinion
 
 
 def _priority(urgency: Urgency, strong: set[str], markers: set[str]) -> int:

@@ -8,7 +8,9 @@ version, and any change to either yields a new one.
 
 Features: TF-IDF over jieba words (Chinese has no word spaces; jieba ships its dictionary) plus
 TF-IDF over character 1-3-grams (robust to typos and to words jieba does not know), fed to a
-multinomial logistic regression whose probabilities are the model's confidence.
+multinomial logistic regression whose probabilities are the model's confidence, and to a binary
+logistic regression on the urgency labels (the urgency head), whose probability lets the domain
+call a report urgent that no keyword rule recognises (when in doubt, urgent).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import numpy as np
 import sklearn
 import yaml
 from scipy import sparse
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -35,9 +38,9 @@ from services.classification.domain import Classifier, ModelOpinion, Taxonomy, n
 DATA_DIR = Path(__file__).parent / "data"
 TAXONOMY_PATH = DATA_DIR / "taxonomy.yaml"
 CORPUS_PATH = DATA_DIR / "corpus.jsonl"
-# Part of the model version: change it whenever the features or the estimator change.
-MODEL_CONFIG = "tfidf(jieba words)+tfidf(char 1-3)+logreg(C=100)"
 TOP_FEATURES = 3
+# The model's own code is part of its version, with the configuration and the training data.
+_MODEL_SOURCE = Path(__file__).read_bytes()
 _EMOJI_START = 0x1F300  # emoji carry meaning in reports ("🔥"); other symbols do not
 
 jieba.setLogLevel(logging.WARNING)
@@ -55,18 +58,53 @@ def load_taxonomy(path: Path | str = TAXONOMY_PATH) -> Taxonomy:
 
 
 def load_corpus(path: Path | str = CORPUS_PATH, split: str | None = None) -> list[dict]:
-    """Labelled reports of the corpus, optionally one split ("train" or "heldout")."""
+    """Labelled reports of the training corpus, optionally one split (all are "train" now; the
+    held-out set is a separate frozen file, see evaluate.py)."""
     with Path(path).open(encoding="utf-8") as source:
         records = [json.loads(line) for line in source if line.strip()]
     return [r for r in records if split is None or r["split"] == split]
 
 
-class TextModel:
-    """A fitted category model over report texts."""
+@dataclass(frozen=True)
+class ModelConfig:
+    """Features and estimator of the category model; chosen by cross-validation on the training
+    corpus (evaluate --dev), part of the model version."""
 
-    def __init__(self, pipeline: Pipeline, version: str):
+    c: float = 100.0
+    char_ngrams: tuple[int, int] = (1, 3)
+    char_min_df: int = 2
+    # Weight of a hand-written training report against a generated one.
+    handwritten_weight: float = 3.0
+    class_weight: str | None = None
+    # The urgency head: a binary logistic regression on the same features (urgent vs general).
+    urgency_c: float = 10.0
+
+    def describe(self) -> str:
+        """Stable text of the configuration (part of the model version)."""
+        return (
+            f"tfidf(jieba words)+tfidf(char {self.char_ngrams[0]}-{self.char_ngrams[1]}, min_df={self.char_min_df})"
+            f"+logreg(C={self.c}, class_weight={self.class_weight})+urgency-logreg(C={self.urgency_c})"
+            f"+handwritten_weight={self.handwritten_weight}"
+        )
+
+
+DEFAULT_CONFIG = ModelConfig()
+
+
+class TextModel:
+    """A fitted category model over report texts, with an urgency head on the same features."""
+
+    def __init__(self, pipeline: Pipeline, version: str, urgency: LogisticRegression | None = None):
         self.pipeline = pipeline
         self.version = version
+        if urgency is not None:
+            urgent_column = list(urgency.classes_).index(True)
+            sign = 1.0 if urgent_column == 1 else -1.0
+            self._urgency_coef = sign * urgency.coef_.ravel()
+            self._urgency_intercept = sign * float(urgency.intercept_[0])
+        else:
+            self._urgency_coef = None
+            self._urgency_intercept = 0.0
         self._classes = [Category(c) for c in pipeline.classes_]
         self._coef = pipeline.named_steps["model"].coef_
         self._intercept = pipeline.named_steps["model"].intercept_
@@ -74,18 +112,32 @@ class TextModel:
         self._feature_names = pipeline.named_steps["features"].get_feature_names_out()
 
     @classmethod
-    def fit(cls, records: list[dict]) -> TextModel:
-        """Train on labelled records ({text, category}); never pass the held-out split here."""
+    def fit(cls, records: list[dict], config: ModelConfig = DEFAULT_CONFIG) -> TextModel:
+        """Train on labelled records ({text, category}); never pass a held-out set here."""
         features = FeatureUnion(
             [
                 ("words", TfidfVectorizer(analyzer=words, sublinear_tf=True)),
-                ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2)),
+                (
+                    "chars",
+                    TfidfVectorizer(
+                        analyzer="char_wb", ngram_range=config.char_ngrams, sublinear_tf=True, min_df=config.char_min_df
+                    ),
+                ),
             ]
         )
-        pipeline = Pipeline([("features", features), ("model", LogisticRegression(C=100, max_iter=3000))])
+        estimator = LogisticRegression(C=config.c, max_iter=5000, class_weight=config.class_weight)
+        pipeline = Pipeline([("features", features), ("model", estimator)])
         texts = [normalise(r["text"]) for r in records]
-        pipeline.fit(texts, [r["category"] for r in records])
-        return cls(pipeline, model_version(records))
+        weights = [
+            config.handwritten_weight if str(r.get("template", "")).startswith("hand/") else 1.0 for r in records
+        ]
+        pipeline.fit(texts, [r["category"] for r in records], model__sample_weight=weights)
+        urgency = None
+        labels = [r.get("urgency") == "urgent" for r in records]
+        if "urgency" in records[0] and len(set(labels)) == 2:
+            matrix = pipeline.named_steps["features"].transform(texts)
+            urgency = LogisticRegression(C=config.urgency_c, max_iter=5000).fit(matrix, labels, sample_weight=weights)
+        return cls(pipeline, model_version(records, config), urgency)
 
     def predict(self, text: str) -> ModelOpinion:
         """Category probabilities for a normalised text, and the features that pushed the winner."""
@@ -99,15 +151,21 @@ class TextModel:
         contributions = row.data * self._coef[best, row.indices]
         order = np.argsort(-contributions)[:TOP_FEATURES]
         top = tuple(str(self._feature_names[row.indices[i]]) for i in order if contributions[i] > 0)
+        urgent = None
+        if self._urgency_coef is not None:
+            logit = float(row.data @ self._urgency_coef[row.indices]) + self._urgency_intercept
+            urgent = float(expit(logit))
         return ModelOpinion(
             probabilities={c: float(p) for c, p in zip(self._classes, probabilities, strict=True)},
             top_features=top,
+            urgent_probability=urgent,
         )
 
 
-def model_version(records: list[dict]) -> str:
-    """Stable version of a model: hash of its training data, configuration and library."""
-    digest = hashlib.sha256(f"{MODEL_CONFIG}|sklearn {sklearn.__version__.rsplit('.', 1)[0]}".encode())
+def model_version(records: list[dict], config: ModelConfig = DEFAULT_CONFIG) -> str:
+    """Stable version of a model: hash of its training data, configuration, code and library."""
+    digest = hashlib.sha256(f"{config.describe()}|sklearn {sklearn.__version__.rsplit('.', 1)[0]}".encode())
+    digest.update(_MODEL_SOURCE)
     for r in records:
         digest.update(f"{r['text']}\t{r['category']}\n".encode())
     return "model-" + digest.hexdigest()[:10]

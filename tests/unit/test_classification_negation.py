@@ -137,3 +137,51 @@ def test_fraud_stays_urgent_while_money_may_still_move(text):
     decision = RULES.classify(text)
     assert decision.category is Category.TELECOM_FRAUD, decision.rules_fired
     assert decision.urgency is Urgency.URGENT, decision.rules_fired
+
+
+class _StubModel:
+    """A model whose urgency head always says `urgent` and which has no category opinion of its own."""
+
+    version = "model-stub"
+
+    def __init__(self, urgent: float):
+        self.urgent = urgent
+
+    def predict(self, text):
+        from services.classification.domain import ModelOpinion
+
+        return ModelOpinion(probabilities={Category.OTHER: 0.05, Category.NEIGHBOUR_DISPUTE: 0.95}, urgent_probability=self.urgent)
+
+
+def test_the_models_urgency_head_makes_an_unrecognised_emergency_urgent():
+    text = "邻居家老两口吵架，声音突然停了，屋里没人说话"  # no marker, a worried neighbour
+    assert Classifier(load_taxonomy(), _StubModel(0.05)).classify(text).urgency is Urgency.GENERAL
+    decision = Classifier(load_taxonomy(), _StubModel(0.5)).classify(text)
+    assert decision.urgency is Urgency.URGENT
+    assert "urgency-decision:model-urgency" in decision.rules_fired
+    assert "model-urgency:0.50" in decision.rules_fired
+
+
+def test_an_explicit_downgrade_wins_over_the_models_urgency_head():
+    class FraudStub(_StubModel):
+        def predict(self, text):
+            from services.classification.domain import ModelOpinion
+
+            return ModelOpinion(probabilities={Category.TELECOM_FRAUD: 1.0}, urgent_probability=self.urgent)
+
+    decision = Classifier(load_taxonomy(), FraudStub(0.9)).classify("接到冒充客服的诈骗电话，他没有转账，直接挂了")
+    assert decision.urgency is Urgency.GENERAL
+    assert "urgency-decision:downgrade:no-money-moved" in decision.rules_fired
+
+
+def test_version_changes_with_the_rules_and_with_the_urgency_threshold():
+    taxonomy = load_taxonomy()
+    assert Classifier(taxonomy).version == f"{taxonomy.version}+rules-{taxonomy.fingerprint}"
+    assert Classifier(taxonomy, model_urgency_threshold=0.5).version != Classifier(taxonomy).version
+    from services.classification.domain import parse_taxonomy
+    import yaml
+    from services.classification.model import TAXONOMY_PATH
+
+    data = yaml.safe_load(TAXONOMY_PATH.read_text(encoding="utf-8"))
+    data["categories"]["noise"]["keywords"].append("锣鼓")
+    assert parse_taxonomy(data).fingerprint != taxonomy.fingerprint

@@ -6,7 +6,8 @@ import pytest
 
 from contracts.reference import RESPONSIBILITY_LIST
 from contracts.vocabulary import Category, Urgency
-from services.classification.domain import Classifier, parse_taxonomy
+from services.classification.domain import Classifier, normalise, parse_taxonomy
+from services.classification.evaluate import HELDOUT_V3_PATH, load_heldout_v3
 from services.classification.model import load_classifier, load_corpus, load_taxonomy, model_version
 
 
@@ -91,13 +92,21 @@ def test_model_version_is_stable_for_the_same_data_and_changes_with_it():
     assert model_version(train) != model_version(train[:-1])
 
 
-def test_model_is_fitted_on_the_training_split_only(classifier):
+def test_model_is_fitted_on_the_training_corpus_which_shares_nothing_with_heldout_v3(classifier):
     train = load_corpus(split="train")
-    heldout = load_corpus(split="heldout")
+    assert len(train) == len(load_corpus())
     assert classifier.model is not None
     assert classifier.model.version == model_version(train)
+    heldout = load_heldout_v3()
     assert not {r["text"] for r in train} & {r["text"] for r in heldout}
-    assert not {r["template"] for r in train} & {r["template"] for r in heldout}
+
+
+def test_heldout_v3_is_frozen(tmp_path):
+    edited = tmp_path / "v3.jsonl"
+    edited.write_bytes(HELDOUT_V3_PATH.read_bytes().replace("邻居".encode(), "邻里".encode(), 1))
+    with pytest.raises(ValueError, match="was edited"):
+        load_heldout_v3(edited)
+    assert len(load_heldout_v3()) >= 400
 
 
 def test_model_opinion_is_a_probability_per_category(classifier):
@@ -105,12 +114,19 @@ def test_model_opinion_is_a_probability_per_category(classifier):
     assert set(opinion.probabilities) <= set(Category)
     assert sum(opinion.probabilities.values()) == pytest.approx(1.0)
     assert opinion.top_features
+    assert 0.0 <= opinion.urgent_probability <= 1.0
+
+
+def test_urgency_head_separates_emergencies_from_questions(classifier):
+    emergency = classifier.model.predict(normalise("有人晕倒在路边，叫不醒")).urgent_probability
+    question = classifier.model.predict(normalise("请问居住证怎么办理")).urgent_probability
+    assert emergency > 0.5 > question
 
 
 def test_single_report_fast_path_gives_the_fitted_pipelines_probabilities(classifier):
     model = classifier.model
-    for record in load_corpus(split="heldout")[::25]:
-        text = record["text"].lower()
+    for record in load_corpus(split="train")[::97]:
+        text = normalise(record["text"])
         expected = model.pipeline.predict_proba([text])[0]
         got = model.predict(text).probabilities
         assert [got[Category(c)] for c in model.pipeline.classes_] == pytest.approx(list(expected))
