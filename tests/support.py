@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -89,13 +90,48 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, in
 
 @asynccontextmanager
 async def running(app: FastAPI, *, user: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """Start an app on FastStream's in-memory broker and give an HTTP client for it (signed in as `user`)."""
+    """Start an app on FastStream's in-memory broker and give an HTTP client for it.
+
+    The client signs each request in as the actor its JSON body names (`actor_id`, else
+    `reporter_id`), else as `user` (default: admin), unless the request sets Authorization
+    itself. The access tests (tests/component/test_access_*.py) send their tokens explicitly.
+    """
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            headers = as_user(app, user) if user else {}
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
+            auth = SignedAsActor(app, default=user or "admin")
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", auth=auth) as client:
                 yield client
+
+
+class SignedAsActor(httpx.Auth):
+    """Test plumbing: a bearer token for the user a request's JSON body names as its actor."""
+
+    requires_request_body = True
+
+    def __init__(self, app: FastAPI, default: str | None = "admin") -> None:
+        self.app = app
+        self.default = default
+
+    def auth_flow(self, request: httpx.Request):  # noqa: ANN201 - httpx's generator protocol
+        if "authorization" not in request.headers:
+            user = _named_actor(request) or self.default
+            if user:
+                request.headers["Authorization"] = f"Bearer {token_for(self.app, user)}"
+        yield request
+
+
+def _named_actor(request: httpx.Request) -> str | None:
+    if not request.content or "json" not in request.headers.get("content-type", ""):
+        return None
+    try:
+        body = json.loads(request.content)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    actor = body.get("actor_id") or body.get("reporter_id")
+    return actor if isinstance(actor, str) else None
 
 
 # --- access: tokens for the demo users ----------------------------------------------------------

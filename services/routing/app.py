@@ -12,15 +12,18 @@ from services.routing.handlers import Routing, command_router, event_handlers
 from services.routing.metrics import RoutingMetrics
 from services.routing.repository import metadata
 from services.routing.settings import RoutingSettings
+from services.runtime.access import Areas
 from services.runtime.clock import Clock
 from services.runtime.host import ServiceRuntime
 
 
 def create_app(settings: RoutingSettings, clock: Clock | None = None) -> FastAPI:
     """Build the routing app; bad reference data or policy fails here, before anything connects."""
-    index = RoutingIndex(load_reference_data(settings.reference_data), settings.default_command_centre_unit_id)
+    reference = load_reference_data(settings.reference_data)
+    index = RoutingIndex(reference, settings.default_command_centre_unit_id)
     policy = load_policy(settings.deadline_policy)
     runtime = ServiceRuntime("routing", settings, metadata, clock)
+    runtime.use_reference(Areas(reference))
     routing = Routing(runtime, settings, index, policy, RoutingMetrics(runtime.metrics.registry))
     handlers = event_handlers(routing)
     runtime.subscribe(CLASSIFICATION_DECISIONS, handlers["decisions"], purpose="decisions")

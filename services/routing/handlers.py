@@ -6,7 +6,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.commands import (
     AcknowledgeHandoff,
@@ -35,7 +36,7 @@ from contracts.events import (
     IncidentReopened,
     ResponderOnScene,
 )
-from contracts.vocabulary import Category, DeadlineKind, HandoffRole, HandoffState, Urgency
+from contracts.vocabulary import Category, DeadlineKind, DeclineReason, Disposition, HandoffRole, HandoffState, Urgency
 from services.routing import domain
 from services.routing import repository as repo
 from services.routing.domain import (
@@ -50,6 +51,8 @@ from services.routing.domain import (
 )
 from services.routing.metrics import RoutingMetrics
 from services.routing.settings import RoutingSettings
+from services.runtime.access import STAFF, Action, Forbidden, acting_as, authorize, can_see, forbidden, sees_handoff
+from services.runtime.auth import Principal, Role
 from services.runtime.host import ServiceRuntime
 from services.runtime.logs import get_logger
 from services.runtime.outbox import UnitOfWork
@@ -334,12 +337,26 @@ class Routing:
 
     # --- commands ---------------------------------------------------------------------------
 
+    def allowed(self, principal: Principal | None, action: Action, handoff: Handoff) -> None:
+        """Refused unless the caller's role and scope allow `action` on this handoff (no principal: a trusted caller)."""
+        if principal is None:
+            return
+        try:
+            authorize(principal, action, self.scope_of(handoff.grid_id, [handoff.unit_id]), handoff_unit_id=handoff.unit_id)
+        except Forbidden as exc:
+            raise Refused(str(exc)) from None
+
+    def scope_of(self, grid_id: str, unit_ids: list[str]):  # noqa: ANN201 - a runtime.access Scope
+        """Where an incident of `grid_id` with these units sits, for access checks."""
+        return self.runtime.areas.of_grid(grid_id, unit_ids)
+
     async def command(
         self,
         handoff_id: str,
         action: str,
         actor_id: str,
         apply: Callable[[UnitOfWork, Handoff, datetime], Awaitable[Outcome]],
+        principal: Principal | None = None,
     ) -> Outcome:
         """Run one command on one handoff: authorise, transition, audit, emit; raise HTTP errors after commit."""
         error: HTTPException | None = None
@@ -352,6 +369,7 @@ class Routing:
             try:
                 # A savepoint, so that a refusal or conflict undoes the transition but keeps the audit row.
                 async with uow.conn.begin_nested():
+                    self.allowed(principal, Action(action), handoff)
                     outcome = await apply(uow, handoff, now)
                     if outcome.changed:
                         incident = await repo.get_incident(uow.conn, handoff.incident_id)
@@ -364,8 +382,10 @@ class Routing:
                                  allowed=not refused, reason=str(rejected) if refused else f"conflict: {rejected}")
                 error = HTTPException(403 if refused else 409, detail=str(rejected))
             else:
+                reason = "applied" if outcome.changed else "repeat: already done, same result"
                 await repo.audit(uow.conn, at=now, actor=actor_id, action=action, handoff=handoff_id, allowed=True,
-                                 reason="applied" if outcome.changed else "repeat: already done, same result")
+                                 reason=reason)
+                await self.runtime.audit.accepted(uow, reason=reason)
         if error is not None:
             raise error
         self.metrics.count(uow.emitted)
@@ -380,7 +400,7 @@ class Routing:
         for escalation in await repo.open_escalations(uow.conn, handoff.root):
             await self._release(uow, escalation, f"unit {handoff.unit_id} reported for duty", None)
 
-    async def acknowledge(self, handoff_id: str, command: AcknowledgeHandoff) -> Outcome:
+    async def acknowledge(self, handoff_id: str, command: AcknowledgeHandoff, principal: Principal | None = None) -> Outcome:
         """AcknowledgeHandoff -> HandoffAcknowledged (late when past due, never refused for it)."""
 
         async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
@@ -390,7 +410,7 @@ class Routing:
                 await self._save_acknowledged(uow, outcome.handoff)
             return outcome
 
-        return await self.command(handoff_id, "acknowledge", command.actor_id, apply)
+        return await self.command(handoff_id, "acknowledge", command.actor_id, apply, principal)
 
     async def _save_acknowledged(self, uow: UnitOfWork, handoff: Handoff) -> None:
         await repo.save_handoff(uow.conn, handoff)
@@ -401,7 +421,7 @@ class Routing:
         await uow.emit(self._envelope(event, handoff.incident_id, None))
         await self._after_report(uow, handoff)
 
-    async def decline(self, handoff_id: str, command: DeclineHandoff) -> Outcome:
+    async def decline(self, handoff_id: str, command: DeclineHandoff, principal: Principal | None = None) -> Outcome:
         """DeclineHandoff -> HandoffDeclined + a replacement HandoffDispatched with the same due instant."""
 
         async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
@@ -422,9 +442,9 @@ class Routing:
                 await self._dispatch(uow, outcome.successor, None)
             return outcome
 
-        return await self.command(handoff_id, "decline", command.actor_id, apply)
+        return await self.command(handoff_id, "decline", command.actor_id, apply, principal)
 
-    async def mark_on_scene(self, handoff_id: str, command: MarkOnScene) -> Outcome:
+    async def mark_on_scene(self, handoff_id: str, command: MarkOnScene, principal: Principal | None = None) -> Outcome:
         """MarkOnScene -> ResponderOnScene (and HandoffAcknowledged first if nobody had reported yet)."""
 
         async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
@@ -441,9 +461,9 @@ class Routing:
                 await uow.emit(self._envelope(event, handoff.incident_id, None))
             return outcome
 
-        return await self.command(handoff_id, "on_scene", command.actor_id, apply)
+        return await self.command(handoff_id, "on_scene", command.actor_id, apply, principal)
 
-    async def resolve(self, handoff_id: str, command: ResolveHandoff) -> Outcome:
+    async def resolve(self, handoff_id: str, command: ResolveHandoff, principal: Principal | None = None) -> Outcome:
         """ResolveHandoff -> HandoffResolved with role and disposition (only after acknowledgement)."""
 
         async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
@@ -459,9 +479,9 @@ class Routing:
                 await uow.emit(self._envelope(event, handoff.incident_id, None))
             return outcome
 
-        return await self.command(handoff_id, "resolve", command.actor_id, apply)
+        return await self.command(handoff_id, "resolve", command.actor_id, apply, principal)
 
-    async def reassign(self, handoff_id: str, command: ReassignHandoff) -> Outcome:
+    async def reassign(self, handoff_id: str, command: ReassignHandoff, principal: Principal | None = None) -> Outcome:
         """ReassignHandoff (dispatchers only) -> HandoffReassigned + HandoffDispatched keeping the due instant."""
 
         async def apply(uow: UnitOfWork, handoff: Handoff, now: datetime) -> Outcome:
@@ -480,9 +500,9 @@ class Routing:
                 await self._dispatch(uow, outcome.successor, None)
             return outcome
 
-        return await self.command(handoff_id, "reassign", command.actor_id, apply)
+        return await self.command(handoff_id, "reassign", command.actor_id, apply, principal)
 
-    async def summon(self, incident_id: str, command: SummonDepartment) -> Outcome:
+    async def summon(self, incident_id: str, command: SummonDepartment, principal: Principal | None = None) -> Outcome:
         """SummonDepartment (dispatchers only) -> HandoffDispatched for the department's unit, co-operating."""
         error: HTTPException | None = None
         async with self.runtime.unit_of_work() as uow:
@@ -494,6 +514,11 @@ class Routing:
             unit = self.index.department_unit(command.department, self.index.route(incident.grid_id))
             audited = domain.summon_handoff_id(incident_id, unit.id, command.department) if unit else ""
             try:
+                if principal is not None:
+                    try:
+                        authorize(principal, Action.SUMMON, self.scope_of(incident.grid_id, []))
+                    except Forbidden as exc:
+                        raise Refused(str(exc)) from None
                 outcome = domain.summon_department(
                     self.index, incident_id=incident_id, grid_id=incident.grid_id, category=category,
                     urgency=urgency, department=command.department, actor_id=command.actor_id,
@@ -513,6 +538,7 @@ class Routing:
                     f"repeat: {command.department} already summoned, same result")
                 await repo.audit(uow.conn, at=now, actor=command.actor_id, action="summon",
                                  handoff=outcome.handoff.handoff_id, allowed=True, reason=reason)
+                await self.runtime.audit.accepted(uow, reason=reason)
         if error is not None:
             raise error
         self.metrics.count(uow.emitted)
@@ -545,54 +571,122 @@ def handoff_view(handoff: Handoff, now: datetime) -> dict[str, Any]:
     return view
 
 
+class _ActorBody(BaseModel):
+    """A command body. The actor is the signed-in user; `actor_id`, when sent, must be that user."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Optional. The actor comes from the bearer token; a different id here is refused (403).",
+    )
+
+
+class AcknowledgeBody(_ActorBody):
+    """Report for duty (报到); the body may be left out."""
+
+
+class OnSceneBody(_ActorBody):
+    """Arrived on scene; the body may be left out."""
+
+
+class DeclineBody(_ActorBody):
+    """Refuse with a reason code."""
+
+    reason_code: DeclineReason
+    reason_text: str = Field(default="", max_length=500)
+
+
+class ResolveBody(_ActorBody):
+    """Finish the unit's work with a disposition."""
+
+    disposition: Disposition
+    note: str = Field(default="", max_length=2000)
+
+
+class ReassignBody(_ActorBody):
+    """Move a handoff to another unit (dispatchers)."""
+
+    to_unit_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(default="", max_length=500)
+
+
+class SummonBody(_ActorBody):
+    """Add a department to the whistle (dispatchers)."""
+
+    department: str = Field(min_length=1, max_length=40)
+    reason: str = Field(default="", max_length=500)
+
+
 def command_router(routing: Routing) -> APIRouter:
-    """HTTP: the summoned unit's commands, dispatchers' reassignment, handoff and queue views."""
+    """HTTP: the summoned unit's commands, dispatchers' reassignment, handoff and queue views.
+
+    Every route needs a bearer token (ServiceRuntime.http_app); the acting user is the token's,
+    and each command is checked against the caller's role and scope inside its transaction.
+    """
     router = APIRouter(prefix="/api/v1", tags=["routing"])
     engine = routing.runtime.engine
+    areas = routing.runtime.areas
+    caller = Depends(routing.runtime.auth.principal)
 
     def result(outcome: Outcome) -> dict[str, Any]:
         body = handoff_view(outcome.handoff, routing.now())
         body["successor_handoff_id"] = outcome.handoff.successor_handoff_id
         return body
 
-    @router.post("/handoffs/{handoff_id}/acknowledge", summary="Report for duty (报到)")
-    async def acknowledge(handoff_id: str, command: AcknowledgeHandoff) -> dict:
-        return result(await routing.acknowledge(handoff_id, command))
+    def fields(body: _ActorBody | None) -> dict[str, Any]:
+        return body.model_dump(exclude={"actor_id"}) if body is not None else {}
+
+    @router.post("/handoffs/{handoff_id}/acknowledge", summary="Report for duty (报到): a member of the summoned unit")
+    async def acknowledge(
+        handoff_id: str, body: AcknowledgeBody | None = Body(default=None), principal: Principal = caller
+    ) -> dict:
+        actor = acting_as(principal, body.actor_id if body else None)
+        return result(await routing.acknowledge(handoff_id, AcknowledgeHandoff(actor_id=actor), principal))
 
     @router.post("/handoffs/{handoff_id}/decline", summary="Refuse with a reason code; re-routed with the remaining budget")
-    async def decline(handoff_id: str, command: DeclineHandoff) -> dict:
-        return result(await routing.decline(handoff_id, command))
+    async def decline(handoff_id: str, body: DeclineBody, principal: Principal = caller) -> dict:
+        actor = acting_as(principal, body.actor_id)
+        return result(await routing.decline(handoff_id, DeclineHandoff(actor_id=actor, **fields(body)), principal))
 
-    @router.post("/handoffs/{handoff_id}/on-scene", summary="A responder arrived")
-    async def on_scene(handoff_id: str, command: MarkOnScene) -> dict:
-        return result(await routing.mark_on_scene(handoff_id, command))
+    @router.post("/handoffs/{handoff_id}/on-scene", summary="A responder of the summoned unit arrived")
+    async def on_scene(handoff_id: str, body: OnSceneBody | None = Body(default=None), principal: Principal = caller) -> dict:
+        actor = acting_as(principal, body.actor_id if body else None)
+        return result(await routing.mark_on_scene(handoff_id, MarkOnScene(actor_id=actor), principal))
 
     @router.post("/handoffs/{handoff_id}/resolve", summary="Finish the unit's work (处置)")
-    async def resolve(handoff_id: str, command: ResolveHandoff) -> dict:
-        return result(await routing.resolve(handoff_id, command))
+    async def resolve(handoff_id: str, body: ResolveBody, principal: Principal = caller) -> dict:
+        actor = acting_as(principal, body.actor_id)
+        return result(await routing.resolve(handoff_id, ResolveHandoff(actor_id=actor, **fields(body)), principal))
 
-    @router.post("/handoffs/{handoff_id}/reassign", summary="A dispatcher moves the handoff; the due instant is kept")
-    async def reassign(handoff_id: str, command: ReassignHandoff) -> dict:
-        return result(await routing.reassign(handoff_id, command))
+    @router.post("/handoffs/{handoff_id}/reassign", summary="A dispatcher of the area moves the handoff; the due instant is kept")
+    async def reassign(handoff_id: str, body: ReassignBody, principal: Principal = caller) -> dict:
+        actor = acting_as(principal, body.actor_id)
+        return result(await routing.reassign(handoff_id, ReassignHandoff(actor_id=actor, **fields(body)), principal))
 
-    @router.post("/incidents/{incident_id}/summon", summary="A dispatcher adds a department to the whistle (增派部门)")
-    async def summon(incident_id: str, command: SummonDepartment) -> dict:
-        return result(await routing.summon(incident_id, command))
+    @router.post("/incidents/{incident_id}/summon", summary="A dispatcher of the area adds a department to the whistle (增派部门)")
+    async def summon(incident_id: str, body: SummonBody, principal: Principal = caller) -> dict:
+        actor = acting_as(principal, body.actor_id)
+        return result(await routing.summon(incident_id, SummonDepartment(actor_id=actor, **fields(body)), principal))
 
-    @router.get("/handoffs/{handoff_id}", summary="One handoff")
-    async def get_handoff(handoff_id: str) -> dict:
+    @router.get("/handoffs/{handoff_id}", summary="One handoff: its unit, dispatchers of the area, staff, the grid's worker")
+    async def get_handoff(handoff_id: str, principal: Principal = caller) -> dict:
         async with engine.connect() as conn:
             handoff = await repo.get_handoff(conn, handoff_id)
         if handoff is None:
             raise HTTPException(404, detail=f"handoff {handoff_id} not found")
+        if not sees_handoff(principal, routing.scope_of(handoff.grid_id, [handoff.unit_id]), handoff.unit_id):
+            raise forbidden(f"{principal.user_id} may not see handoff {handoff_id}")
         return handoff_view(handoff, routing.now())
 
-    @router.get("/incidents/{incident_id}/handoffs", summary="Every handoff of an incident; whether all units reported")
-    async def incident_handoffs(incident_id: str) -> dict:
+    @router.get("/incidents/{incident_id}/handoffs", summary="Every handoff of an incident (a responder: their unit's); whether all units reported")
+    async def incident_handoffs(incident_id: str, principal: Principal = caller) -> dict:
         async with engine.connect() as conn:
             handoffs = await repo.incident_handoffs(conn, incident_id)
         if not handoffs:
             raise HTTPException(404, detail=f"incident {incident_id} has no handoffs")
+        scope = routing.scope_of(handoffs[0].grid_id, [h.unit_id for h in handoffs])
+        if not can_see(principal, scope):
+            raise forbidden(f"{principal.user_id} may not see incident {incident_id}")
         now = routing.now()
         status = domain.report_status(handoffs)
         return {
@@ -600,7 +694,7 @@ def command_router(routing: Routing) -> APIRouter:
             "all_reported": status.all_reported,
             "all_reported_at": status.all_reported_at.isoformat() if status.all_reported_at else None,
             "waiting_on": list(status.waiting_on),
-            "handoffs": [handoff_view(h, now) for h in handoffs],
+            "handoffs": [handoff_view(h, now) for h in handoffs if sees_handoff(principal, scope, h.unit_id)],
         }
 
     async def queue_of(unit_ids: list[str], *, with_why: bool = False) -> list[dict[str, Any]]:
@@ -613,27 +707,33 @@ def command_router(routing: Routing) -> APIRouter:
                 view["why"] = domain.why_at_command_centre(handoff)
         return views
 
-    @router.get("/units/{unit_id}/queue", summary="A unit's open handoffs, soonest report deadline first")
-    async def unit_queue(unit_id: str) -> dict:
+    @router.get("/units/{unit_id}/queue", summary="A unit's open handoffs, soonest report deadline first: its members, dispatchers of its area, staff")
+    async def unit_queue(unit_id: str, principal: Principal = caller) -> dict:
         if routing.index.unit(unit_id) is None:
             raise HTTPException(404, detail=f"unit {unit_id} not found")
+        if not areas.sees_unit(principal, unit_id):
+            raise forbidden(f"{principal.user_id} may not see the queue of {unit_id}")
         return {"unit_id": unit_id, "handoffs": await queue_of([unit_id])}
 
-    @router.get("/departments/{code}/queue", summary="A department's open handoffs (one district or all), soonest due first")
-    async def department_queue(code: str, district_id: str | None = Query(default=None)) -> dict:
+    @router.get("/departments/{code}/queue", summary="A department's open handoffs (one district or all), soonest due first: staff, a command centre for its district")
+    async def department_queue(code: str, district_id: str | None = Query(default=None), principal: Principal = caller) -> dict:
         units = routing.index.units_of(code, district_id)
         if not units:
             raise HTTPException(404, detail=f"no unit of department {code!r}" + (f" in {district_id}" if district_id else ""))
+        if principal.role not in STAFF and not all(areas.sees_unit(principal, u.id) for u in units):
+            raise forbidden(f"{principal.user_id} may not see every unit of {code}" + (f" in {district_id}" if district_id else ""))
         return {"department": code, "district_id": district_id, "handoffs": await queue_of([u.id for u in units])}
 
-    @router.get("/command-centres/{district_id}/queue", summary="What a district command centre owns, soonest due first")
-    async def command_centre_queue(district_id: str) -> dict:
+    @router.get("/command-centres/{district_id}/queue", summary="What a district command centre owns, soonest due first: staff, the district's dispatchers")
+    async def command_centre_queue(district_id: str, principal: Principal = caller) -> dict:
         unit_id = routing.index.command_centre_of(district_id)
         if unit_id is None:
             raise HTTPException(404, detail=f"district {district_id} not found")
+        if principal.role not in STAFF and not (principal.role is Role.DISPATCHER and principal.district_id == district_id):
+            raise forbidden(f"{principal.user_id} is not a dispatcher of district {district_id}")
         return {"district_id": district_id, "unit_id": unit_id, "handoffs": await queue_of([unit_id], with_why=True)}
 
-    @router.get("/units/{unit_id}", summary="A unit with its members")
+    @router.get("/units/{unit_id}", summary="A unit with its members (the directory: any signed-in caller)")
     async def get_unit(unit_id: str) -> dict:
         unit = routing.index.unit(unit_id)
         if unit is None:

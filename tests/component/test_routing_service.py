@@ -31,6 +31,7 @@ from services.routing.app import create_app
 from services.routing.repository import audit_log
 from services.routing.settings import RoutingSettings
 from services.runtime.clock import FakeClock
+from tests.support import SignedAsActor
 
 GRID = "G0001"  # district D01, station S0101, officer P0001 (unit U-POL-P0001)
 
@@ -88,7 +89,8 @@ async def running_routing(database_url: str, clock: FakeClock | None = None, **o
     app = create_app(settings, clock=clock)
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://routing") as http:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://routing", auth=SignedAsActor(app)) as http:
                 yield Harness(app, clock, http)
 
 

@@ -29,6 +29,7 @@ from services.routing.settings import RoutingSettings
 from services.runtime.clock import FakeClock
 from tests._infra import PostgresServer, create_test_topics, delete_test_topics
 from tests.e2e.stack import eventually, read_topic
+from tests.support import SignedAsActor
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -117,7 +118,8 @@ async def running(kafka_bootstrap: str, postgres_server: PostgresServer) -> Asyn
     app = create_app(settings, clock=clock)
     try:
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://routing") as http:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://routing", auth=SignedAsActor(app)) as http:
                 yield Running(app, clock, http, kafka_bootstrap, prefix)
     finally:
         postgres_server.drop_database(database)
