@@ -226,13 +226,14 @@ def _kafka_cluster_id() -> str:
             return text
 
 
-async def _kafka_answers(bootstrap: str, timeout: float) -> bool:
+async def _kafka_answers(bootstrap: str, timeout: float, security: dict[str, Any] | None = None) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=int(timeout * 1000),
         client_id="gridwhistle-infra-probe",
+        **(security or {}),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
@@ -243,6 +244,94 @@ async def _kafka_answers(bootstrap: str, timeout: float) -> bool:
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerSecurity:
+    """Secured listeners for a LocalKafka: SASL/SCRAM-SHA-512 logins, ACLs by StandardAuthorizer.
+
+    The client listener (LocalKafka.port) becomes SASL_PLAINTEXT; with a keystore, a second
+    listener on tls_port speaks SASL_SSL. `users` and the admin get SCRAM-SHA-512 credentials
+    when the storage is formatted (so they are fixed for the life of the data dir); the admin is
+    the only super user and the broker's own login, everyone else needs ACLs
+    (infra/kafka_acls.py). The controller listener authenticates the broker with SASL/PLAIN:
+    SCRAM credentials live in the metadata log the controller itself serves.
+    """
+
+    users: dict[str, str] = dataclasses.field(default_factory=dict)
+    admin_user: str = "admin"
+    admin_password: str = "admin-secret"
+    keystore: Path | None = None  # PKCS12 with the broker's key and certificate chain
+    keystore_password: str = ""
+    tls_port: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, password in [(self.admin_user, self.admin_password), *self.users.items()]:
+            # The credentials go into JAAS lines and the storage tool's [name=…,password=…] syntax.
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or re.search(r'[\s"\\,=\[\]]', password):
+                raise ValueError(f"unsupported characters in the credentials of {name!r}")
+        if (self.keystore is None) != (self.tls_port is None):
+            raise ValueError("a TLS listener needs both keystore and tls_port")
+
+    def client_kwargs(self, user: str | None = None, password: str | None = None) -> dict[str, Any]:
+        """aiokafka security kwargs for the SASL_PLAINTEXT listener (the admin by default)."""
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": user or self.admin_user,
+            "sasl_plain_password": password if user else self.admin_password,
+        }
+
+    def config(self, host: str, port: int, controller_port: int) -> dict[str, str]:
+        """The broker properties that replace LocalKafka's PLAINTEXT listeners."""
+        scram = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{self.admin_user}" password="{self.admin_password}";'
+        )
+        plain = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{self.admin_user}" password="{self.admin_password}" '
+            f'user_{self.admin_user}="{self.admin_password}";'
+        )
+        listeners = [f"CLIENT://{host}:{port}"]
+        protocols = ["CLIENT:SASL_PLAINTEXT", "CONTROLLER:SASL_PLAINTEXT"]
+        config = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.client.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.client.scram-sha-512.sasl.jaas.config": scram,
+            "inter.broker.listener.name": "CLIENT",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{self.admin_user}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+        if self.keystore is not None:
+            listeners.append(f"TLS://{host}:{self.tls_port}")
+            protocols.append("TLS:SASL_SSL")
+            config.update({
+                "listener.name.tls.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.tls.scram-sha-512.sasl.jaas.config": scram,
+                "listener.name.tls.ssl.keystore.type": "PKCS12",
+                "listener.name.tls.ssl.keystore.location": str(self.keystore),
+                "listener.name.tls.ssl.keystore.password": self.keystore_password,
+                "listener.name.tls.ssl.client.auth": "none",
+            })
+        config.update({
+            "listeners": ",".join([*listeners, f"CONTROLLER://{host}:{controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
+            "listener.security.protocol.map": ",".join(protocols),
+        })
+        return config
+
+    def scram_arguments(self) -> list[str]:
+        """StorageTool format arguments that create every SCRAM-SHA-512 credential."""
+        arguments: list[str] = []
+        for name, password in {self.admin_user: self.admin_password, **self.users}.items():
+            arguments += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return arguments
 
 
 class LocalKafka:
@@ -259,6 +348,7 @@ class LocalKafka:
         *,
         version: str = DEFAULT_KAFKA_VERSION,
         extra_config: dict[str, str] | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -266,6 +356,7 @@ class LocalKafka:
         self.heap = heap
         self.version = version
         self.extra_config = dict(extra_config or {})
+        self.security = security
         self.controller_port: int | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -300,6 +391,13 @@ class LocalKafka:
     def bootstrap(self) -> str:
         """The bootstrap servers string, e.g. '127.0.0.1:9092'."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def tls_bootstrap(self) -> str | None:
+        """The SASL_SSL listener's bootstrap string, when the broker has one."""
+        if self.security is None or self.security.tls_port is None:
+            return None
+        return f"{self.host}:{self.security.tls_port}"
 
     @property
     def pid(self) -> int | None:
@@ -347,6 +445,8 @@ class LocalKafka:
             "num.recovery.threads.per.data.dir": "1",
             "log.retention.check.interval.ms": "60000",
         }
+        if self.security is not None:
+            config.update(self.security.config(self.host, self.port, self.controller_port))
         config.update(self.extra_config)
         return config
 
@@ -387,6 +487,7 @@ class LocalKafka:
             "--cluster-id", cluster_id,
             "--config", str(self.properties_path),
             "--ignore-formatted",
+            *(self.security.scram_arguments() if self.security else []),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
@@ -462,7 +563,8 @@ class LocalKafka:
                 raise RuntimeError(f"Kafka exited with code {code} while starting.\n{self._log_tails()}")
             # The cheap TCP check keeps aiokafka from logging connection errors
             # while the JVM is still booting.
-            if port_open(self.host, self.port) and run_sync(lambda: _kafka_answers(self.bootstrap, 5.0)):
+            probe = self.security.client_kwargs() if self.security else None
+            if port_open(self.host, self.port) and run_sync(lambda: _kafka_answers(self.bootstrap, 5.0, probe)):
                 return self
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -566,16 +668,23 @@ async def create_topics(
     prefix: str = "",
     *,
     timeout: float = 60.0,
+    security: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Create the catalogue's missing topics (named prefix + name); return all their names, in catalogue order."""
+    """Create the catalogue's missing topics (named prefix + name); return all their names, in catalogue order.
+
+    `security` holds aiokafka's security kwargs; without it they come from the shared
+    KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* environment (deploy/KAFKA_SECURITY.md).
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import for_code
 
     specs = load_topic_catalogue(catalogue)
     names = [prefix + spec.name for spec in specs]
     deadline = time.monotonic() + timeout
+    if security is None:
+        security = security_from_env()
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=30000, client_id="gridwhistle-infra"
+        bootstrap_servers=bootstrap, request_timeout_ms=30000, client_id="gridwhistle-infra", **security
     )
     await admin.start()
     try:
@@ -630,6 +739,16 @@ async def _wait_for_leaders(admin: Any, specs: list[TopicSpec], prefix: str, dea
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics without a leader: {sorted(pending)}")
         await asyncio.sleep(0.2)
+
+
+def security_from_env() -> dict[str, Any]:
+    """aiokafka security kwargs from the services' shared KAFKA_SECURITY_* environment ({} for PLAINTEXT)."""
+    from services.runtime.kafka_security import aiokafka_client_kwargs
+    from services.runtime.settings import KafkaClientSettings
+
+    kwargs = aiokafka_client_kwargs(KafkaClientSettings())
+    kwargs.pop("bootstrap_servers")
+    return kwargs
 
 
 def create_topics_sync(bootstrap: str, catalogue: Path = TOPIC_CATALOGUE, prefix: str = "") -> list[str]:
