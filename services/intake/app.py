@@ -16,6 +16,8 @@ from services.intake.open311 import open311_error, open311_router
 from services.intake.reporting import IncidentReader, ReportDesk
 from services.intake.repository import metadata
 from services.intake.settings import IntakeSettings
+from services.runtime.access import Areas
+from services.runtime.auth import ApiKeys
 from services.runtime.clock import Clock
 from services.runtime.host import ServiceRuntime
 
@@ -35,11 +37,15 @@ def create_app(settings: IntakeSettings, clock: Clock | None = None) -> FastAPI:
             project = handlers[HandoffDispatched.event_type]
             handlers = {**handlers, HandoffDispatched.event_type: observing_report_to_dispatch(project, report_to_dispatch)}
         runtime.subscribe(spec, handlers, purpose=purpose)
+    runtime.use_reference(Areas(reference))
     desk = ReportDesk(runtime, settings, reference)
     reader = IncidentReader(runtime, reference)
+    keys = ApiKeys(settings.open311_api_keys, dev_mode=settings.auth_dev_mode)
     app = runtime.http_app(
         title="gridwhistle intake",
-        routers=[api_router(desk, reader), open311_router(desk, reader, reference)],
+        routers=[api_router(runtime, desk, reader)],
+        # Open311 authenticates with the GeoReport api_key (or a staff token for reads) itself.
+        self_authenticating=[open311_router(desk, reader, reference, keys, runtime.auth)],
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app

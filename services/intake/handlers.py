@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 
@@ -47,7 +47,10 @@ from services.intake.domain import (
     timeline_summary,
 )
 from services.intake.reporting import IdempotencyConflict, IncidentReader, ReportDesk, ReportIncident, ReportRejected
+from services.runtime.access import STAFF, Action, acting_as, can_see, forbidden, require, sees_handoff
+from services.runtime.auth import Principal
 from services.runtime.consumer import Handler
+from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -316,22 +319,33 @@ def links_for(incident_id: str) -> dict[str, str]:
     }
 
 
-def api_router(desk: ReportDesk, reader: IncidentReader) -> APIRouter:
-    """The grid worker's API: report an incident, follow it, list own reports."""
+def api_router(runtime: ServiceRuntime, desk: ReportDesk, reader: IncidentReader) -> APIRouter:
+    """The grid worker's API: report an incident, follow it, list own reports (a bearer token on every route)."""
     router = APIRouter(prefix="/api/v1", tags=["intake"])
+    caller = Depends(runtime.auth.principal)
+    areas = runtime.areas
 
     @router.post(
         "/incidents",
         status_code=202,
-        summary="Report an incident (上报); answered once it is durably stored",
-        responses={409: {"description": "Idempotency-Key reused with a different body"}},
+        summary="Report an incident (上报) as the grid worker of the grid; answered once it is durably stored",
+        responses={
+            403: {"description": "not the grid worker of this grid, or reporter_id names someone else"},
+            409: {"description": "Idempotency-Key reused with a different body"},
+        },
     )
     async def report_incident(
         request: Request,
         report: ReportIncident,
         idempotency_key: str | None = Header(default=None, alias="Idempotency-Key", min_length=1, max_length=128),
+        principal: Principal = caller,
     ) -> JSONResponse:
-        body_hash = canonical_body_hash(await request.json())
+        reporter = acting_as(principal, report.reporter_id, "reporter_id")
+        if areas.city.grid(report.grid_id) is not None:  # an unknown grid is the desk's 422, not a 403
+            require(principal, Action.REPORT, areas.of_grid(report.grid_id))
+        report = report.model_copy(update={"reporter_id": reporter})
+        # The reporter is part of what the key stands for: another user's retry never replays this one.
+        body_hash = canonical_body_hash({**(await request.json()), "reporter_id": reporter})
         try:
             submission = await desk.submit(report, body_hash=body_hash, idempotency_key=idempotency_key, channel="api")
         except ReportRejected as rejected:
@@ -346,20 +360,35 @@ def api_router(desk: ReportDesk, reader: IncidentReader) -> APIRouter:
         headers = {REPLAY_HEADER: "true"} if submission.replayed else {}
         return JSONResponse(content, status_code=202, headers=headers)
 
-    @router.get("/incidents/{incident_id}", summary="Follow one incident: classification, handoffs, closure")
-    async def get_incident(incident_id: str) -> Any:
+    @router.get(
+        "/incidents/{incident_id}",
+        summary="Follow one incident: classification, handoffs, closure (its reporter, grid worker, units, dispatchers, staff)",
+    )
+    async def get_incident(incident_id: str, principal: Principal = caller) -> Any:
         view = await reader.detail(incident_id)
         if view is None:
             return JSONResponse({"detail": f"incident {incident_id!r} not found"}, status_code=404)
-        return view
+        return visible_view(principal, view)
 
-    @router.get("/incidents", summary="A reporter's own reports, newest first")
+    @router.get("/incidents", summary="A reporter's own reports, newest first (another reporter's: supervisors and admins)")
     async def list_incidents(
-        reporter_id: str = Query(min_length=1, max_length=64),
+        reporter_id: str | None = Query(default=None, min_length=1, max_length=64, description="default: the signed-in user"),
         limit: int = Query(default=20, ge=1, le=100),
         offset: int = Query(default=0, ge=0),
+        principal: Principal = caller,
     ) -> dict[str, Any]:
-        items = await reader.summaries(reporter_id=reporter_id, limit=limit, offset=offset)
+        reporter = reporter_id or principal.user_id
+        if reporter != principal.user_id and principal.role not in STAFF:
+            raise forbidden(f"{principal.user_id} may list only their own reports")
+        items = await reader.summaries(reporter_id=reporter, limit=limit, offset=offset)
         return {"items": items, "limit": limit, "offset": offset}
+
+    def visible_view(principal: Principal, view: dict[str, Any]) -> dict[str, Any]:
+        """The view if the caller may see it (a responder sees only their unit's handoffs); else 403."""
+        scope = areas.of_grid(view["grid_id"], [h["unit_id"] for h in view["handoffs"]])
+        if view["reporter_id"] != principal.user_id and not can_see(principal, scope):
+            raise forbidden(f"{principal.user_id} may not see incident {view['incident_id']}")
+        view["handoffs"] = [h for h in view["handoffs"] if sees_handoff(principal, scope, h["unit_id"] or "")]
+        return view
 
     return router

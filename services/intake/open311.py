@@ -3,6 +3,12 @@
 Our categories are the services. A request names its grid and reporter as extra attributes
 (`grid_id` or `attribute[grid_id]`); without a grid, the grid whose centre is nearest to
 lat/long is used. Errors use the GeoReport shape `[{"code": 400, "description": "..."}]`.
+
+Access: filing a request needs the GeoReport `api_key` (a query or body parameter) of a
+configured city app (GW_INTAKE_OPEN311_API_KEYS), which files as that integration principal and
+is trusted to name the reporter. Reading requests (they carry descriptions and addresses) needs
+such a key or a supervisor's or admin's bearer token. The service list and definitions are open:
+they are the public catalogue GeoReport clients discover first.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 
 from contracts.reference import ReferenceData
@@ -26,6 +33,9 @@ from services.intake.domain import (
     open311_status,
 )
 from services.intake.reporting import IdempotencyConflict, IncidentReader, ReportDesk, ReportIncident, ReportRejected
+from services.runtime import audit
+from services.runtime.access import STAFF
+from services.runtime.auth import AccessError, ApiKeys, Authenticator, Principal
 
 PREFIX = "/open311/v2"
 MAX_LIST = 200
@@ -197,7 +207,49 @@ def _csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def open311_router(desk: ReportDesk, reader: IncidentReader, reference: ReferenceData) -> APIRouter:
+class Open311Refused(Exception):
+    """No acceptable credentials for an Open311 call; answered in the GeoReport error shape."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(description)
+        self.status, self.description = status, description
+
+    def response(self) -> JSONResponse:
+        """The GeoReport error, noted as the audit row's reason."""
+        audit.note(reason=self.description)
+        return open311_error(self.status, self.description)
+
+
+def integration(keys: ApiKeys, api_key: str | None) -> Principal:
+    """The city app an api_key belongs to; 401 without a key, 403 for an unknown one (GeoReport: invalid api_key)."""
+    if not api_key:
+        raise Open311Refused(401, "api_key is required to file a request (GeoReport v2)")
+    principal = keys.principal_for(api_key)
+    if principal is None:
+        raise Open311Refused(403, "invalid api_key")
+    return principal
+
+
+def reader_of(keys: ApiKeys, auth: Authenticator, request: Request) -> Principal:
+    """Who may read requests: a city app's api_key, or a supervisor's or admin's bearer token."""
+    api_key = request.query_params.get("api_key")
+    if api_key:
+        return integration(keys, api_key)
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if scheme.lower() != "bearer" or not token:
+        raise Open311Refused(401, "reading requests needs an api_key or a bearer token")
+    try:
+        principal = auth.principal_of(token)
+    except AccessError as exc:
+        raise Open311Refused(exc.status, exc.message) from None
+    if principal.role not in STAFF:
+        raise Open311Refused(403, f"{principal.user_id} ({principal.role.value}) may not read every request; use /api/v1/incidents")
+    return principal
+
+
+def open311_router(
+    desk: ReportDesk, reader: IncidentReader, reference: ReferenceData, keys: ApiKeys, auth: Authenticator
+) -> APIRouter:
     """GeoReport v2: services, create request, list and get requests."""
     router = APIRouter(prefix=PREFIX, tags=["open311"])
 
@@ -211,13 +263,21 @@ def open311_router(desk: ReportDesk, reader: IncidentReader, reference: Referenc
             return open311_error(404, f"unknown service_code {service_code!r}")
         return service_definition(Category(service_code))
 
-    @router.post("/requests.json", status_code=201, summary="File a service request (form or JSON)")
+    @router.post("/requests.json", status_code=201, summary="File a service request (form or JSON; api_key required)")
     async def create_request(request: Request) -> Any:
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 128:
             return open311_error(400, "Idempotency-Key must be 1 to 128 characters")
         try:
             fields = await _request_fields(request)
+        except ValueError as exc:
+            return open311_error(400, str(exc))
+        api_key = fields.pop("api_key", None) or request.query_params.get("api_key")
+        try:
+            client = integration(keys, api_key if isinstance(api_key, str) else None)
+        except Open311Refused as refused:
+            return refused.response()
+        try:
             body = to_report(fields, reference)
             report = ReportIncident.model_validate(body)
         except ValidationError as exc:
@@ -226,7 +286,9 @@ def open311_router(desk: ReportDesk, reader: IncidentReader, reference: Referenc
             return open311_error(400, str(exc))
         try:
             submission = await desk.submit(
-                report, body_hash=canonical_body_hash(fields), idempotency_key=key, channel="open311"
+                # The client is part of what the key stands for: another app's retry never replays this one.
+                report, body_hash=canonical_body_hash({**fields, "api_client": client.user_id}), idempotency_key=key,
+                channel="open311",
             )
         except ReportRejected as rejected:
             return open311_error(400, _describe_errors(rejected.errors))
@@ -235,8 +297,12 @@ def open311_router(desk: ReportDesk, reader: IncidentReader, reference: Referenc
         headers = {"Idempotent-Replayed": "true"} if submission.replayed else {}
         return JSONResponse([{"service_request_id": submission.incident_id}], status_code=201, headers=headers)
 
-    @router.get("/requests.json", summary="Service requests, newest first")
+    @router.get("/requests.json", summary="Service requests, newest first (api_key, or a supervisor's or admin's token)")
     async def list_requests(request: Request) -> Any:
+        try:
+            reader_of(keys, auth, request)
+        except Open311Refused as refused:
+            return refused.response()
         params = request.query_params
         try:
             since = _parse_time("start_date", params.get("start_date"))
@@ -262,8 +328,12 @@ def open311_router(desk: ReportDesk, reader: IncidentReader, reference: Referenc
         )
         return [request_view(v) for v in views]
 
-    @router.get("/requests/{request_id}.json", summary="One service request")
-    async def get_request(request_id: str) -> Any:
+    @router.get("/requests/{request_id}.json", summary="One service request (api_key, or a supervisor's or admin's token)")
+    async def get_request(request: Request, request_id: str) -> Any:
+        try:
+            reader_of(keys, auth, request)
+        except Open311Refused as refused:
+            return refused.response()
         view = await reader.detail(request_id)
         if view is None:
             return open311_error(404, f"service request {request_id!r} not found")

@@ -62,7 +62,10 @@ class ReportIncident(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grid_id: Identifier
-    reporter_id: Identifier
+    # The reporter is the signed-in grid worker; a different id here is refused (403).
+    reporter_id: Identifier | None = Field(
+        default=None, description="Optional: the reporter comes from the bearer token; another id is refused (403)."
+    )
     description: Annotated[str, StringConstraints(max_length=2000, strip_whitespace=True)] = ""
     location: LocationIn
     category_hint: Category | None = None
@@ -252,6 +255,7 @@ class ReportDesk:
                     summary=f"probable duplicate of {match.original_incident_id} ({match.reason})",
                 )
             await uow.emit(*envelopes)
+            await self._runtime.audit.accepted(uow, target=f"incident:{incident_id}", reason=f"reported in grid {report.grid_id}")
         return Submission(incident_id, replayed=False, duplicate_of=match.original_incident_id if match else None)
 
     async def _find_duplicate(

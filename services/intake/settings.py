@@ -20,3 +20,7 @@ class IntakeSettings(ServiceSettings):
     duplicate_text_similarity: float = Field(default=0.6, gt=0, le=1)
     # Phones' clocks drift: an occurred_at this far in the future is still accepted.
     occurred_at_max_skew_seconds: float = Field(default=300.0, ge=0)
+    # GeoReport v2 api_keys of the city apps allowed to file Open311 requests: key -> client id
+    # (env as JSON, e.g. GW_INTAKE_OPEN311_API_KEYS='{"k3y...": "city-app"}'). In dev mode the
+    # demo key `demo-open311-key` is added (services/runtime/auth.py).
+    open311_api_keys: dict[str, str] = Field(default_factory=dict, repr=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from contracts.events import DuplicateLinked, IncidentClosed
+from contracts.reference import demo_city
 from contracts.vocabulary import ClosureOutcome
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
@@ -12,10 +13,16 @@ from services.runtime.clock import FakeClock
 from tests.support import envelope_for, outbox_envelopes, publish, running
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CITY = demo_city()
 
 
 def make_app(tmp_path, clock: FakeClock):
     return create_app(IntakeSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/intake.db"), clock=clock)
+
+
+def worker_of(grid_id: str) -> str:
+    """The grid worker of a demo grid: the only one who may report there."""
+    return CITY.grid(grid_id).grid_worker_ids[0]
 
 
 def report_body(**overrides):
@@ -26,6 +33,8 @@ def report_body(**overrides):
         "category_hint": "violence",
         "location": {"address": "幸福路8号"},
     }
+    if "grid_id" in overrides and "reporter_id" not in overrides and isinstance(overrides["grid_id"], str):
+        overrides["reporter_id"] = worker_of(overrides["grid_id"]) if CITY.grid(overrides["grid_id"]) else "W0001"
     return {**body, **overrides}
 
 
@@ -45,7 +54,8 @@ async def test_same_grid_same_category_is_stored_and_linked_in_the_same_transact
     async with running(app) as client:
         original = await post(client)
         clock.advance(timedelta(minutes=10))
-        repeat = await post(client, reporter_id="W0002", description="楼下在打架")
+        # The grid's only worker reports it again (others would come in through Open311).
+        repeat = await post(client, description="楼下在打架")
 
         envelopes = await outbox_envelopes(app)
         assert [e.type for e in envelopes] == ["IncidentReported", "IncidentReported", "DuplicateLinked"]

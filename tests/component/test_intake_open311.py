@@ -9,10 +9,12 @@ from contracts.reference import demo_city
 from contracts.vocabulary import Category, ClosureOutcome
 from services.intake.app import create_app
 from services.intake.settings import IntakeSettings
+from services.runtime.auth import DEV_OPEN311_API_KEY
 from services.runtime.clock import FakeClock
 from tests.support import envelope_for, outbox_envelopes, publish, running
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CITY_APP = {"api_key": DEV_OPEN311_API_KEY}  # the demo city app's key (dev mode)
 CITY = demo_city()
 
 
@@ -38,7 +40,7 @@ async def test_form_encoded_request_round_trips(tmp_path):
     app = make_app(tmp_path)
     async with running(app) as client:
         created = await client.post(
-            "/open311/v2/requests.json",
+            "/open311/v2/requests.json", params=CITY_APP,
             data={
                 "service_code": "environment",
                 "lat": "28.12",
@@ -76,7 +78,7 @@ async def test_json_request_without_grid_uses_the_nearest_grid_centre(tmp_path):
     grid = CITY.grid("G0042")
     async with running(app) as client:
         created = await client.post(
-            "/open311/v2/requests.json",
+            "/open311/v2/requests.json", params=CITY_APP,
             json={
                 "service_code": "noise",
                 "lat": grid.latitude + 0.0001,
@@ -96,7 +98,7 @@ async def test_list_filters_by_service_code_status_and_start_date(tmp_path):
     async with running(app) as client:
         async def create(code: str, grid: str) -> str:
             response = await client.post(
-                "/open311/v2/requests.json",
+                "/open311/v2/requests.json", params=CITY_APP,
                 data={"service_code": code, "address_string": "幸福路", "description": f"{code} 测试 {grid}",
                       "grid_id": grid, "reporter_id": "W0001"},
             )
@@ -138,12 +140,12 @@ async def test_errors_come_back_in_georeport_shape_and_create_nothing(tmp_path):
             ({"service_code": "fire", "lat": "north", "long": "1", "reporter_id": "W1"}, "lat must be a number"),
         ]
         for fields, message in cases:
-            response = await client.post("/open311/v2/requests.json", data=fields)
+            response = await client.post("/open311/v2/requests.json", params=CITY_APP, data=fields)
             assert response.status_code == 400, (fields, response.text)
             (error,) = response.json()
             assert error["code"] == 400 and message in error["description"], (fields, error)
         broken = await client.post(
-            "/open311/v2/requests.json", content=b"{oops", headers={"Content-Type": "application/json"}
+            "/open311/v2/requests.json", params=CITY_APP, content=b"{oops", headers={"Content-Type": "application/json"}
         )
         assert broken.status_code == 400 and "not valid JSON" in broken.json()[0]["description"]
         missing = await client.get("/open311/v2/requests/nope.json")
@@ -160,11 +162,11 @@ async def test_open311_honours_idempotency_keys(tmp_path):
     async with running(app) as client:
         fields = {"service_code": "fire", "grid_id": "G0001", "reporter_id": "W1", "address_string": "幸福路8号"}
         headers = {"Idempotency-Key": "open311-1"}
-        first = await client.post("/open311/v2/requests.json", data=fields, headers=headers)
-        again = await client.post("/open311/v2/requests.json", data=fields, headers=headers)
+        first = await client.post("/open311/v2/requests.json", params=CITY_APP, data=fields, headers=headers)
+        again = await client.post("/open311/v2/requests.json", params=CITY_APP, data=fields, headers=headers)
         assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
         conflict = await client.post(
-            "/open311/v2/requests.json", data={**fields, "description": "另一件"}, headers=headers
+            "/open311/v2/requests.json", params=CITY_APP, data={**fields, "description": "另一件"}, headers=headers
         )
         assert conflict.status_code == 409 and conflict.json()[0]["code"] == 409
         assert len(await outbox_envelopes(app)) == 1

@@ -12,19 +12,26 @@ from sqlalchemy import func, select
 
 from contracts.envelope import correlation_for
 from contracts.events import CATALOGUE, IncidentReported
+from contracts.reference import demo_city
 from contracts.topics import INTAKE_INCIDENTS
 from services.intake.app import create_app
 from services.intake.repository import incidents
 from services.intake.settings import IntakeSettings
 from services.runtime.clock import FakeClock
-from tests.support import outbox_envelopes, running
+from tests.support import as_user, outbox_envelopes, running
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+CITY = demo_city()
 
 
 def make_app(tmp_path, clock: FakeClock | None = None, **overrides):
     settings = IntakeSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/intake.db", **overrides)
     return create_app(settings, clock=clock or FakeClock(START))
+
+
+def worker_of(grid_id: str) -> str:
+    """The grid worker of a demo grid: the only one who may report there."""
+    return CITY.grid(grid_id).grid_worker_ids[0]
 
 
 def report_body(**overrides):
@@ -34,6 +41,8 @@ def report_body(**overrides):
         "description": "3号楼楼下有人打架，有人流血",
         "location": {"latitude": 28.12, "longitude": 112.92, "address": "幸福路8号"},
     }
+    if "grid_id" in overrides and "reporter_id" not in overrides and isinstance(overrides["grid_id"], str):
+        overrides["reporter_id"] = worker_of(overrides["grid_id"]) if CITY.grid(overrides["grid_id"]) else "W0001"
     return {**body, **overrides}
 
 
@@ -96,7 +105,6 @@ FUTURE = (START + timedelta(hours=1)).isoformat()
 
 INVALID_BODIES = {
     "missing grid_id": ({k: v for k, v in report_body().items() if k != "grid_id"}, ["body", "grid_id"]),
-    "missing reporter_id": ({k: v for k, v in report_body().items() if k != "reporter_id"}, ["body", "reporter_id"]),
     "missing location": ({k: v for k, v in report_body().items() if k != "location"}, ["body", "location"]),
     "grid_id not a string": (report_body(grid_id=17), ["body", "grid_id"]),
     "latitude not a number": (report_body(location={"latitude": "north", "longitude": 1}), ["body", "location", "latitude"]),
@@ -246,15 +254,17 @@ async def test_reporter_lists_own_reports_newest_first_with_paging(tmp_path):
     app = make_app(tmp_path, clock)
     async with running(app) as client:
         ids = []
-        for grid in ("G0001", "G0200", "G0400"):
-            ids.append((await client.post("/api/v1/incidents", json=report_body(grid_id=grid))).json()["incident_id"])
+        for matter in ("有人打架", "垃圾堆放", "噪音扰民"):
+            ids.append((await client.post("/api/v1/incidents", json=report_body(description=matter))).json()["incident_id"])
             clock.advance(timedelta(minutes=1))
-        await client.post("/api/v1/incidents", json=report_body(reporter_id="W0999", grid_id="G0600"))
+        await client.post("/api/v1/incidents", json=report_body(grid_id="G0600"))  # W0600's
         page = (await client.get("/api/v1/incidents", params={"reporter_id": "W0001", "limit": 2})).json()
         assert [i["incident_id"] for i in page["items"]] == [ids[2], ids[1]]
         rest = (await client.get("/api/v1/incidents", params={"reporter_id": "W0001", "limit": 2, "offset": 2})).json()
         assert [i["incident_id"] for i in rest["items"]] == [ids[0]]
-        assert (await client.get("/api/v1/incidents")).status_code == 422
+        # Without reporter_id: the caller's own reports.
+        mine = (await client.get("/api/v1/incidents", headers=as_user(app, "W0600"))).json()["items"]
+        assert [i["grid_id"] for i in mine] == ["G0600"]
 
 
 async def test_reports_are_counted_by_category_hint(tmp_path):
@@ -287,3 +297,13 @@ async def test_events_reach_the_broker_through_the_outbox_relay(tmp_path):
         key, value = seen[0]
         assert key == incident_id.encode()
         assert CATALOGUE.decode(value).data.incident_id == incident_id
+
+
+async def test_a_report_without_reporter_id_is_filed_as_the_signed_in_grid_worker(tmp_path):
+    app = make_app(tmp_path)
+    async with running(app) as client:
+        body = {k: v for k, v in report_body().items() if k != "reporter_id"}
+        response = await client.post("/api/v1/incidents", json=body, headers=as_user(app, "W0001"))
+        assert response.status_code == 202, response.text
+        (envelope,) = await outbox_envelopes(app)
+        assert envelope.data.reporter_id == "W0001"
