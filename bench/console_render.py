@@ -35,6 +35,7 @@ from typing import Any
 import uvicorn
 from faststream.kafka import TestKafkaBroker
 
+from bench.harness import Result, percentiles, versions
 from contracts.envelope import Event, correlation_for, make_envelope
 from contracts.events import HandoffAcknowledged, HandoffDispatched, IncidentClassified, IncidentReported, Location
 from contracts.reference import demo_city
@@ -222,6 +223,38 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(ordered), 1), "p95_ms": round(p95, 1), "max_ms": round(ordered[-1], 1)}
 
 
+def missing_browser() -> str | None:
+    """Why the browser cannot run here (None when it can)."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        return "needs the Debian packages chromium and chromium-driver (chromium and chromedriver on PATH)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "needs selenium (pip install -e '.[dev]')"
+    return None
+
+
+def measure_console(incidents: int, loads: int, updates: int) -> dict[str, Any]:
+    """Seed the console, then time `loads` first renders and `updates` event-to-screen updates."""
+    with tempfile.TemporaryDirectory() as workdir:
+        server = ConsoleServer(Path(workdir))
+        server.start()
+        driver = None
+        try:
+            started = time.monotonic()
+            opened = server.run(seed(server, incidents))
+            seeded_seconds = time.monotonic() - started
+            driver = open_browser()
+            sign_in(driver, server.base)
+            marks = [first_render(driver, server.base, incidents) for _ in range(loads)]
+            latencies = [event_to_screen(driver, server, *opened[i % len(opened)]) for i in range(updates)]
+            return {"loads": marks, "latencies": latencies, "seed_seconds": seeded_seconds}
+        finally:
+            if driver is not None:
+                driver.quit()
+            server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both measurements and print them as JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -229,38 +262,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--updates", type=int, default=20)
     args = parser.parse_args(argv)
-    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
-        print("needs the Debian packages chromium and chromium-driver", file=sys.stderr)
+    if why := missing_browser():
+        print(why, file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as workdir:
-        server = ConsoleServer(Path(workdir))
-        server.start()
-        driver = None
-        try:
-            started = time.monotonic()
-            opened = server.run(seed(server, args.incidents))
-            seeded_seconds = time.monotonic() - started
-            driver = open_browser()
-            sign_in(driver, server.base)
-            loads = [first_render(driver, server.base, args.incidents) for _ in range(args.loads)]
-            print(json.dumps({
-                "bench": "console", "variant": f"first_render_{args.incidents}", "n": len(loads),
-                "items": loads[-1]["items"], "dispatcher": DISPATCHER,
-                "rendered": summary([m["rendered"] for m in loads]),
-                "painted": summary([m["painted"] for m in loads]),
-                "queue_api": summary([m["queue_response"] for m in loads if m["queue_response"] is not None]),
-                "seed_seconds": round(seeded_seconds, 1),
-            }))
-            latencies = [event_to_screen(driver, server, *opened[i]) for i in range(args.updates)]
-            print(json.dumps({
-                "bench": "console", "variant": "event_to_screen", "n": len(latencies),
-                "queue_items": args.incidents, **summary(latencies),
-            }))
-        finally:
-            if driver is not None:
-                driver.quit()
-            server.stop()
+    found = measure_console(args.incidents, args.loads, args.updates)
+    loads, latencies = found["loads"], found["latencies"]
+    print(json.dumps({
+        "bench": "console", "variant": f"first_render_{args.incidents}", "n": len(loads),
+        "items": loads[-1]["items"], "dispatcher": DISPATCHER,
+        "rendered": summary([m["rendered"] for m in loads]),
+        "painted": summary([m["painted"] for m in loads]),
+        "queue_api": summary([m["queue_response"] for m in loads if m["queue_response"] is not None]),
+        "seed_seconds": round(found["seed_seconds"], 1),
+    }))
+    print(json.dumps({
+        "bench": "console", "variant": "event_to_screen", "n": len(latencies),
+        "queue_items": args.incidents, **summary(latencies),
+    }))
     return 0
+
+
+# (incidents, page loads, updates) per profile of `python -m bench`.
+PROFILES = {"short": (500, 3, 10), "long": (500, 10, 50)}
+
+
+def run(infra: object, profile: str) -> list[Result]:
+    """The registry's entry (optional): skips with a message, and no result, when Chromium is missing.
+
+    The console runs in this process on SQLite with the in-memory broker (not the run's Kafka):
+    the figures are the console's own read path and the browser's drawing.
+    """
+    if why := missing_browser():
+        print(f"[bench] console_render skipped: {why}", flush=True)
+        return []
+    incidents, loads, updates = PROFILES[profile]
+    found = measure_console(incidents, loads, updates)
+    marks = found["loads"]
+    figures = [
+        (f"first render, {incidents} queue items drawn", [m["rendered"] for m in marks],
+         f"navigation start → every item in the DOM; {loads} page loads; seeding took {found['seed_seconds']:.1f} s"),
+        (f"first render, {incidents} items, next frame", [m["painted"] for m in marks], "navigation start → the frame after"),
+        (f"GET /api/v1/queue, {incidents} items", [m["queue_response"] for m in marks if m["queue_response"] is not None],
+         "request → response end, inside the page load"),
+        (f"event to screen, {incidents} items", found["latencies"],
+         "HandoffAcknowledged handed to the console's consumer → the chip changed on screen"),
+    ]
+    return [
+        Result(bench="console", variant=variant, n=len(values), seconds=0.0, **percentiles(values),
+               versions=versions(), note=f"{note}; in-process console (SQLite, in-memory broker), headless Chromium")
+        for variant, values, note in figures
+    ]
 
 
 if __name__ == "__main__":
