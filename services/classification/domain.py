@@ -98,6 +98,7 @@ class Taxonomy:
     fingerprint: str = ""
     _patterns: dict[str, re.Pattern[str]] = field(default_factory=dict, repr=False, compare=False)
     _negation: list[re.Pattern[str]] = field(default_factory=list, repr=False, compare=False)
+    _matchers: dict[int, tuple] = field(default_factory=dict, repr=False, compare=False)
 
     def urgent_by_default(self) -> frozenset[Category]:
         """Categories whose default urgency is urgent."""
@@ -112,6 +113,15 @@ class Taxonomy:
             body = _GAP_BODY.join(re.escape(part) for part in keyword.split(_GAP))
             compiled = self._patterns[keyword] = re.compile(prefix + body)
         return compiled
+
+    def matchers(self, keywords: tuple[str, ...]) -> tuple[tuple[str, str, re.Pattern[str]], ...]:
+        """(keyword, a literal every match contains, matcher) per keyword of a list, cached; the
+        literal lets a scan reject absent keywords with a substring test before any regex."""
+        cached = self._matchers.get(id(keywords))
+        if cached is None or cached[0] is not keywords:
+            built = tuple((k, max(k.split(_GAP), key=len), self.pattern(k)) for k in keywords)
+            cached = self._matchers[id(keywords)] = (keywords, built)
+        return cached[1]
 
     def negation_patterns(self) -> list[re.Pattern[str]]:
         """A clause ending in a negation cue followed only by scope fillers negates what follows."""
@@ -260,8 +270,10 @@ def _negated(taxonomy: Taxonomy, text: str, start: int) -> bool:
 def _hits(taxonomy: Taxonomy, text: str, keywords: tuple[str, ...], negated: list[str] | None = None) -> list[str]:
     """Keywords with at least one occurrence that is not negated; negated ones go to `negated`."""
     found = []
-    for word in keywords:
-        occurrences = [m.start() for m in taxonomy.pattern(word).finditer(text)]
+    for word, literal, pattern in taxonomy.matchers(keywords):
+        if literal not in text:
+            continue
+        occurrences = [m.start() for m in pattern.finditer(text)]
         if not occurrences:
             continue
         if any(not _negated(taxonomy, text, at) for at in occurrences):
@@ -275,8 +287,8 @@ def _plain_hits(taxonomy: Taxonomy, text: str, cues: tuple[str, ...]) -> list[st
     """Cues present outside a question (used for downgrade cues, which carry their own negation)."""
     return [
         cue
-        for cue in cues
-        if any(not _questioned(taxonomy, text, m.start(), m.end()) for m in taxonomy.pattern(cue).finditer(text))
+        for cue, literal, pattern in taxonomy.matchers(cues)
+        if literal in text and any(not _questioned(taxonomy, text, m.start(), m.end()) for m in pattern.finditer(text))
     ]
 
 

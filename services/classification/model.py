@@ -26,7 +26,6 @@ import jieba
 import numpy as np
 import sklearn
 import yaml
-from scipy import sparse
 from scipy.special import expit, softmax
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -106,10 +105,41 @@ class TextModel:
             self._urgency_coef = None
             self._urgency_intercept = 0.0
         self._classes = [Category(c) for c in pipeline.classes_]
-        self._coef = pipeline.named_steps["model"].coef_
-        self._intercept = pipeline.named_steps["model"].intercept_
-        self._vectorizers = [vectorizer for _, vectorizer in pipeline.named_steps["features"].transformer_list]
+        estimator = pipeline.named_steps["model"]
+        self._coef = estimator.coef_
+        self._coef_by_feature = np.ascontiguousarray(estimator.coef_.T)
+        self._intercept = estimator.intercept_
         self._feature_names = pipeline.named_steps["features"].get_feature_names_out()
+        # The fitted vectorizers, unrolled: analyzer, vocabulary, idf and column offset of each.
+        # Applying them by hand costs a fraction of sklearn's transform, whose input validation
+        # dominates for one short text; test_classification_pipeline checks both agree.
+        self._vectorizers = []
+        offset = 0
+        for _, vectorizer in pipeline.named_steps["features"].transformer_list:
+            if not (vectorizer.sublinear_tf and vectorizer.norm == "l2" and vectorizer.use_idf):
+                raise ValueError("the fast path assumes sublinear tf, idf and l2 norm")
+            self._vectorizers.append((vectorizer.build_analyzer(), vectorizer.vocabulary_, vectorizer.idf_, offset))
+            offset += len(vectorizer.vocabulary_)
+
+    def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The TF-IDF row of a normalised text as (column indices, values), like the pipeline's."""
+        indices, values = [], []
+        for analyze, vocabulary, idf, offset in self._vectorizers:
+            counts: dict[int, int] = {}
+            for token in analyze(text):
+                column = vocabulary.get(token)
+                if column is not None:
+                    counts[column] = counts.get(column, 0) + 1
+            if not counts:
+                continue
+            columns = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
+            weights = (np.log(np.fromiter(counts.values(), dtype=float, count=len(counts))) + 1.0) * idf[columns]
+            weights /= np.sqrt(weights @ weights)
+            indices.append(columns + offset)
+            values.append(weights)
+        if not indices:
+            return np.empty(0, dtype=np.intp), np.empty(0)
+        return np.concatenate(indices), np.concatenate(values)
 
     @classmethod
     def fit(cls, records: list[dict], config: ModelConfig = DEFAULT_CONFIG) -> TextModel:
@@ -140,21 +170,18 @@ class TextModel:
         return cls(pipeline, model_version(records, config), urgency)
 
     def predict(self, text: str) -> ModelOpinion:
-        """Category probabilities for a normalised text, and the features that pushed the winner."""
-        # One report at a time: sklearn's per-call validation and FeatureUnion's joblib dispatch
-        # cost more than the maths, so the union is applied by hand with validation off.
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            row = sparse.hstack([vectorizer.transform([text]) for vectorizer in self._vectorizers], format="csr")
-            scores = row @ self._coef.T + self._intercept
-        probabilities = softmax(np.asarray(scores).ravel())
+        """Category probabilities for a normalised text, the features that pushed the winner, and
+        the urgency head's probability that the report is urgent."""
+        columns, values = self.features(text)
+        scores = values @ self._coef_by_feature[columns] + self._intercept
+        probabilities = softmax(scores)
         best = int(np.argmax(probabilities))
-        contributions = row.data * self._coef[best, row.indices]
+        contributions = values * self._coef[best, columns]
         order = np.argsort(-contributions)[:TOP_FEATURES]
-        top = tuple(str(self._feature_names[row.indices[i]]) for i in order if contributions[i] > 0)
+        top = tuple(str(self._feature_names[columns[i]]) for i in order if contributions[i] > 0)
         urgent = None
         if self._urgency_coef is not None:
-            logit = float(row.data @ self._urgency_coef[row.indices]) + self._urgency_intercept
-            urgent = float(expit(logit))
+            urgent = float(expit(float(values @ self._urgency_coef[columns]) + self._urgency_intercept))
         return ModelOpinion(
             probabilities={c: float(p) for c, p in zip(self._classes, probabilities, strict=True)},
             top_features=top,
