@@ -11,6 +11,7 @@ from services.closure.kpi_handlers import KPI_SOURCES, KpiGauges, KpiReader, gau
 from services.closure.metrics import ClosureMetrics
 from services.closure.repository import metadata
 from services.closure.settings import ClosureSettings
+from services.runtime.access import Areas
 from services.runtime.clock import Clock
 from services.runtime.host import ServiceRuntime
 
@@ -19,6 +20,7 @@ def create_app(settings: ClosureSettings, clock: Clock | None = None) -> FastAPI
     """Build the closure app; nothing connects until its lifespan starts."""
     runtime = ServiceRuntime("closure", settings, metadata, clock)
     reference = load_reference_data(settings.reference_data)
+    runtime.use_reference(Areas(reference))
     on_fact = fact_handler(runtime)
     for spec, purpose, event_types in CONSUMED:
         runtime.subscribe(spec, {t.event_type: on_fact for t in event_types}, purpose=purpose)

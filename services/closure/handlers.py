@@ -6,8 +6,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.commands import GiveFeedback, VerifyIncident
 from contracts.envelope import Envelope, Event, correlation_for, follow_up, make_envelope
@@ -26,6 +27,7 @@ from contracts.events import (
 )
 from contracts.reference import ReferenceData
 from contracts.topics import CLASSIFICATION_DECISIONS, INTAKE_INCIDENTS, ROUTING_HANDOFFS, TopicSpec
+from contracts.vocabulary import Satisfaction
 from services.closure import repository as repo
 from services.closure.domain import (
     ActorNotPermitted,
@@ -37,6 +39,8 @@ from services.closure.domain import (
 )
 from services.closure.metrics import ClosureMetrics
 from services.closure.settings import ClosureSettings
+from services.runtime.access import Action, Forbidden, acting_as, authorize, can_see, forbidden
+from services.runtime.auth import Principal, Role
 from services.runtime.consumer import Handler
 from services.runtime.host import ServiceRuntime
 from services.runtime.http import problem
@@ -114,17 +118,59 @@ def closure_view(closure: IncidentClosure) -> dict[str, Any]:
     }
 
 
+class VerifyBody(BaseModel):
+    """Confirm or reject the outcome (核查); the actor is the signed-in user."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Optional. The actor comes from the bearer token; a different id here is refused (403).",
+    )
+    confirmed: bool
+    reason: str = Field(default="", max_length=500)
+
+
+class FeedbackBody(BaseModel):
+    """The reporter's satisfaction (回访); the actor is the signed-in user."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Optional. The actor comes from the bearer token; a different id here is refused (403).",
+    )
+    satisfaction: Satisfaction
+    comment: str = Field(default="", max_length=1000)
+
+
 def command_router(
     runtime: ServiceRuntime, settings: ClosureSettings, reference: ReferenceData, metrics: ClosureMetrics
 ) -> APIRouter:
-    """HTTP: verification and feedback commands, closure status and the timeline."""
+    """HTTP: verification and feedback commands, closure status and the timeline (a bearer token on every route)."""
     router = APIRouter(prefix="/api/v1", tags=["closure"])
+    caller = Depends(runtime.auth.principal)
 
-    async def run_command(incident_id: str, decide: Callable[..., list[Event]]) -> Any:
+    def scope_of(closure: IncidentClosure):  # noqa: ANN202 - a runtime.access Scope
+        return runtime.areas.of_grid(closure.grid_id, [h.unit_id or "" for h in closure.handoffs.values()])
+
+    def allowed(principal: Principal, action: Action, closure: IncidentClosure) -> None:
+        """The reporter, or whoever the access rules allow (the grid's worker; to verify, a supervisor)."""
+        if principal.user_id == closure.reporter_id:
+            return
+        try:
+            authorize(principal, action, scope_of(closure))
+        except Forbidden as exc:
+            raise forbidden(str(exc)) from None
+
+    def visible(principal: Principal, closure: IncidentClosure) -> None:
+        if principal.user_id != closure.reporter_id and not can_see(principal, scope_of(closure)):
+            raise forbidden(f"{principal.user_id} may not see incident {closure.incident_id}")
+
+    async def run_command(incident_id: str, principal: Principal, action: Action, decide: Callable[..., list[Event]]) -> Any:
         async with runtime.unit_of_work() as uow:
             closure = await repo.find_closure(uow.conn, incident_id, for_update=True)
             if closure is None:
                 raise HTTPException(404, detail=f"closure has not heard of incident {incident_id}")
+            allowed(principal, action, closure)
             grid = reference.grid(closure.grid_id) if closure.grid_id else None
             now = runtime.clock.now()
             try:
@@ -140,6 +186,7 @@ def command_router(
                 await repo.save_closure(uow.conn, closure)
                 await repo.append_to_timeline(uow.conn, incident_id, envelopes)
                 await uow.emit(*envelopes)
+                await runtime.audit.accepted(uow, reason=", ".join(e.event_type for e in events))
         metrics.count(events)
         return closure_view(closure)
 
@@ -147,36 +194,54 @@ def command_router(
         "/incidents/{incident_id}/verification",
         summary="Confirm or reject the outcome (核查): the reporter, a grid worker of the grid, or a supervisor",
     )
-    async def verify(incident_id: str, command: VerifyIncident) -> Any:
+    async def verify(incident_id: str, body: VerifyBody, principal: Principal = caller) -> Any:
+        command = VerifyIncident(actor_id=acting_as(principal, body.actor_id), confirmed=body.confirmed, reason=body.reason)
+        # A supervisor is one by their token's role (the issuer's GW_AUTH_SUPERVISORS).
+        supervisors = (principal.user_id,) if principal.role is Role.SUPERVISOR else ()
         return await run_command(
             incident_id,
+            principal,
+            Action.VERIFY,
             lambda closure, **context: closure.verify(
-                command, max_reopens=settings.max_reopens, supervisor_ids=settings.supervisors, **context
+                command, max_reopens=settings.max_reopens, supervisor_ids=supervisors, **context
             ),
         )
 
-    @router.post("/incidents/{incident_id}/feedback", summary="The reporter's satisfaction (回访)")
-    async def feedback(incident_id: str, command: GiveFeedback) -> Any:
+    @router.post("/incidents/{incident_id}/feedback", summary="The reporter's satisfaction (回访): the reporter or a grid worker of the grid")
+    async def feedback(incident_id: str, body: FeedbackBody, principal: Principal = caller) -> Any:
+        command = GiveFeedback(
+            actor_id=acting_as(principal, body.actor_id), satisfaction=body.satisfaction, comment=body.comment
+        )
         return await run_command(
             incident_id,
+            principal,
+            Action.FEEDBACK,
             lambda closure, **context: closure.give_feedback(command, max_reopens=settings.max_reopens, **context),
         )
 
-    @router.get("/incidents/{incident_id}", summary="Closure status, handoffs, reopens and outcome")
-    async def get_closure(incident_id: str) -> dict[str, Any]:
+    @router.get("/incidents/{incident_id}", summary="Closure status, handoffs, reopens and outcome (who may see the incident)")
+    async def get_closure(incident_id: str, principal: Principal = caller) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             closure = await repo.find_closure(conn, incident_id)
         if closure is None:
             raise HTTPException(404, detail=f"closure has not heard of incident {incident_id}")
+        visible(principal, closure)
         return closure_view(closure)
 
-    @router.get("/incidents/{incident_id}/timeline", summary="The append-only, hash-chained timeline")
-    async def get_timeline(incident_id: str) -> dict[str, Any]:
+    @router.get("/incidents/{incident_id}/timeline", summary="The append-only, hash-chained timeline (who may see the incident)")
+    async def get_timeline(incident_id: str, principal: Principal = caller) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
+            closure = await repo.find_closure(conn, incident_id)
             entries = await repo.timeline_of(conn, incident_id)
             head = await repo.head_of_timeline(conn, incident_id)
         if not entries and head is None:
             raise HTTPException(404, detail=f"no timeline for incident {incident_id}")
+        if closure is None:
+            # A chain without its closure row: only staff may look (it is what verify_chain inspects).
+            if principal.role not in (Role.SUPERVISOR, Role.ADMIN):
+                raise forbidden(f"{principal.user_id} may not see incident {incident_id}")
+        else:
+            visible(principal, closure)
         broken = (
             first_broken_link(entries, head)
             if head is not None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -58,6 +58,8 @@ from services.closure.kpi import (
     time_to_report_histogram,
 )
 from services.closure.settings import ClosureSettings
+from services.runtime.access import STAFF, require_role
+from services.runtime.auth import Principal
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 
@@ -144,8 +146,12 @@ class KpiReader:
 
 
 def kpi_router(reader: KpiReader) -> APIRouter:
-    """HTTP: the figures as JSON and as CSV for Excel."""
-    router = APIRouter(prefix="/api/v1", tags=["kpis"])
+    """HTTP: the figures as JSON and as CSV for Excel (supervisors and admins)."""
+
+    async def staff_only(principal: Principal = Depends(reader.runtime.auth.principal)) -> None:
+        require_role(principal, STAFF, "the KPIs")
+
+    router = APIRouter(prefix="/api/v1", tags=["kpis"], dependencies=[Depends(staff_only)])
 
     async def figures(dimension: Dimension, start: datetime | None, end: datetime | None) -> list[KpiRow]:
         return await reader.rows(dimension, reader.as_instant(start), reader.as_instant(end))

@@ -15,9 +15,8 @@ class ClosureSettings(ServiceSettings):
     http_port: int = 8004
     # Reopens allowed before a refused outcome closes as closed_unresolved for the command centre.
     max_reopens: int = Field(default=2, ge=0)
-    # Supervisors (督查) may verify any incident's outcome as well as its grid's workers; the demo
-    # city names none, so the console's demo supervisor is the default.
-    supervisors: tuple[str, ...] = ("sup-1",)
+    # Supervisors (督查) may verify any incident's outcome as well as its grid's workers: a caller
+    # whose token says supervisor (the issuer's GW_AUTH_SUPERVISORS, services/runtime/auth.py).
     # Path of the reference data (grids and their grid workers); None means the demo city.
     reference_data: str | None = None
     # How often the KPI gauges on /metrics are recomputed from the facts.

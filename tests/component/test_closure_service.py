@@ -30,7 +30,9 @@ from services.closure.settings import ClosureSettings
 from services.runtime.clock import FakeClock
 from tests.support import envelope_for, outbox_envelopes, publish, running
 
-REPORTER = "resident-42"
+# The reporter is a grid worker of another grid who filed it through the city app (Open311 names the
+# reporter); as its reporter they may verify and give feedback, with their own token.
+REPORTER = "W0002"
 GRID_WORKER = "W0001"  # the demo city's grid worker of G0001
 
 
@@ -259,8 +261,8 @@ async def test_strangers_get_403_and_wrong_states_409_and_unknown_incidents_404(
         too_early = await verify(client, incident)
         assert too_early.status_code == 409
         await incident.resolve("lead")
-        assert (await verify(client, incident, actor="W0002")).status_code == 403  # another grid's worker
-        assert (await feedback(client, incident, "satisfied", actor="passer-by")).status_code == 403
+        assert (await verify(client, incident, actor="W0003")).status_code == 403  # another grid's worker
+        assert (await feedback(client, incident, "satisfied", actor="P0001")).status_code == 403  # a responder
         unverified = await feedback(client, incident, "satisfied")
         assert unverified.status_code == 409
         assert "verified" in unverified.json()["detail"]
@@ -331,7 +333,7 @@ async def test_a_supervisor_verifies_any_grid_but_gives_no_feedback(tmp_path):
     async with running(app) as client:
         incident = Incident(app, clock)
         await incident.resolved_by_the_lead()
-        assert (await verify(client, incident, actor="sup-2")).status_code == 403  # not a configured supervisor
+        assert (await verify(client, incident, actor="cmd-D01-1")).status_code == 403  # a dispatcher is no supervisor
         verified = await verify(client, incident, actor="sup-1")
         assert verified.status_code == 200, verified.text
         assert verified.json()["verified_by"] == "sup-1"

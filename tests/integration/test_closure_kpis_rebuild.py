@@ -18,6 +18,7 @@ from services.runtime.clock import FakeClock
 from services.runtime.db import create_engine
 from tests.component.test_closure_kpi_history import AS_OF, History, assert_same_figures, expected_rows, generate_history
 from tests.e2e.stack import eventually
+from tests.support import as_user
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,8 @@ async def test_a_rebuild_from_offset_zero_gives_the_figures_the_running_service_
     async with app.router.lifespan_context(app):
         await publish_history(kafka_bootstrap, topic_prefix, history)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://closure") as client:
+        headers = as_user(app, "sup-1")
+        async with httpx.AsyncClient(transport=transport, base_url="http://closure", headers=headers) as client:
             expected = expected_rows(history, "district")
 
             async def district_rows():
