@@ -6,6 +6,8 @@ Replays every source topic of the projection (intake, classification, routing, s
 outcomes) up to the end offsets seen at start, through the same `record_fact` the live
 consumers use, and prints how many records it read. The store must be fresh unless `--replace`
 (which deletes the KPI facts first); exit 2 when it is not or a source topic is missing.
+On a secured cluster it logs in with the shared KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* /
+KAFKA_SSL_* settings, as closure's principal (deploy/KAFKA_SECURITY.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,6 +30,8 @@ from services.closure import kpi_store
 from services.closure.kpi_handlers import KPI_SOURCES
 from services.closure.repository import metadata
 from services.runtime.db import create_engine
+from services.runtime.kafka_security import aiokafka_client_kwargs
+from services.runtime.settings import KafkaClientSettings
 
 
 class StoreNotFresh(Exception):
@@ -46,8 +51,19 @@ class RebuildReport:
     unreadable: int
 
 
-async def rebuild(bootstrap: str, topic_prefix: str, database_url: str, *, replace: bool = False) -> RebuildReport:
-    """Replay the KPI source topics from offset zero into the KPI tables of `database_url`."""
+async def rebuild(
+    bootstrap: str,
+    topic_prefix: str,
+    database_url: str,
+    *,
+    replace: bool = False,
+    kafka: KafkaClientSettings | None = None,
+) -> RebuildReport:
+    """Replay the KPI source topics from offset zero into the KPI tables of `database_url`.
+
+    `kafka` carries the security settings (the shared environment when None); `bootstrap` wins.
+    """
+    client = {**aiokafka_client_kwargs(kafka or KafkaClientSettings()), "bootstrap_servers": bootstrap}
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
@@ -61,7 +77,7 @@ async def rebuild(bootstrap: str, topic_prefix: str, database_url: str, *, repla
         for spec, _purpose, event_types in KPI_SOURCES:
             wanted = {t.event_type for t in event_types}
             topic = topic_prefix + spec.name
-            async for batch in _read_from_zero(bootstrap, topic):
+            async for batch in _read_from_zero(client, topic):
                 records[topic] += len(batch)
                 envelopes: list[Envelope] = []
                 for value in batch:
@@ -85,9 +101,9 @@ async def _record(engine: AsyncEngine, envelopes: list[Envelope]) -> None:
             await kpi_store.record_fact(conn, envelope)
 
 
-async def _read_from_zero(bootstrap: str, topic: str):  # type: ignore[no-untyped-def]
+async def _read_from_zero(client: dict[str, Any], topic: str):  # type: ignore[no-untyped-def]
     """Batches of record values of every partition, from the beginning to the end seen at start."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -97,7 +113,7 @@ async def _read_from_zero(bootstrap: str, topic: str):  # type: ignore[no-untype
     if not numbers:
         raise MissingTopic(f"topic {topic} does not exist (check --topic-prefix)")
     partitions = [TopicPartition(topic, n) for n in numbers]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **client)
     await consumer.start()
     try:
         consumer.assign(partitions)

@@ -32,6 +32,7 @@ from infra.kafka_acls import TOPIC_ADMIN, all_acls, create_acls, service_access
 from infra.local import BrokerSecurity, LocalKafka, create_topics, ensure_kafka_jars, free_port, run_sync
 from services.classification.app import create_app
 from services.classification.settings import ClassificationSettings
+from services.closure.rebuild_kpis import rebuild
 from services.runtime.kafka_security import aiokafka_client_kwargs
 from services.runtime.settings import KafkaClientSettings
 from tests._infra import unavailable
@@ -46,6 +47,7 @@ PASSWORDS = {
     "classification": "classification-pw-7f3a",
     "intake": "intake-pw-51c2",
     "routing": "routing-pw-9d0e",
+    "closure": "closure-pw-a8c5",
     TOPIC_ADMIN: "topics-pw-22b8",
     "stranger": "stranger-pw-0c41",
 }
@@ -263,3 +265,10 @@ async def test_over_tls_the_service_is_ready_and_an_untrusted_certificate_is_ref
         await _send(untrusted, PREFIX + CLASSIFICATION_DECISIONS.name, b"k", b"{}", {})
     printed = capfd.readouterr()
     assert "CERTIFICATE_VERIFY_FAILED" in printed.out + printed.err
+
+
+async def test_the_kpi_rebuild_replays_every_source_topic_as_closure(secured, tmp_path):
+    report = await rebuild(
+        secured.broker.bootstrap, PREFIX, f"sqlite+aiosqlite:///{tmp_path}/kpis.db", kafka=secured.client("closure")
+    )
+    assert report.unreadable == 0
