@@ -8,9 +8,11 @@ the `CategoryModel` protocol, so the rules can be tested and reasoned about alon
 The worst error this service can make is calling an emergency "general" (a 2-hour clock on a
 15-minute matter), so urgency errs towards urgent: any danger marker that is not negated makes
 the incident urgent, so does a report that could well belong to an urgent category, a report the
+model's urgency head thinks may be urgent (probability >= URGENT_MODEL_THRESHOLD), a report the
 classifier is unsure about, and an empty or unreadable report. An urgent-by-default category is
 made general only by an explicit downgrade cue of the taxonomy ("他没有转账", "上个月被骗"), never
-when a danger marker fires, and never when the classifier is unsure.
+when a danger marker fires (except the kinds a downgrade overrides), and never when the
+classifier is unsure; an explicit downgrade wins over the urgency head.
 
 Negation scopes over the marker itself: a cue (没有, 无, 未, not, no, …) counts only when nothing
 but scope fillers (人, 人员, 造成, 发现, one, was, any, …) stands between it and the marker, in the
