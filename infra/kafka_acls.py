@@ -89,7 +89,7 @@ def service_acls(access: ServiceAccess) -> list[Acl]:
     acls = [Acl(who, "topic", topic, "literal", op) for topic in access.reads for op in ("Read", "Describe")]
     acls += [Acl(who, "topic", topic, "literal", op) for topic in access.writes for op in ("Write", "Describe")]
     acls.append(Acl(who, "group", access.group_prefix, "prefixed", "Read"))
-    return acls
+    return list(dict.fromkeys(acls))  # closure reads and writes its own topic: one Describe
 
 
 def topic_admin_acls(prefix: str = "", principal: str = f"User:{TOPIC_ADMIN}") -> list[Acl]:
@@ -127,3 +127,88 @@ async def create_acls(bootstrap: str, acls: list[Acl], security: dict[str, Any])
             raise RuntimeError("could not create ACLs: " + "; ".join(failures))
     finally:
         await admin.close()
+
+
+# --------------------------------------------------------------------------
+# Renderings: the table in deploy/KAFKA_SECURITY.md and Strimzi KafkaUser resources
+# --------------------------------------------------------------------------
+
+
+def markdown_table(prefix: str = "") -> str:
+    """The per-service access table (a test keeps deploy/KAFKA_SECURITY.md equal to it)."""
+    def names(topics: tuple[str, ...]) -> str:
+        return "<br>".join(f"`{t}`" for t in topics) or "none"
+
+    lines = [
+        "| service | principal | reads (Read, Describe) | writes (Write, Describe) | consumer groups (Read, prefixed) |",
+        "|---|---|---|---|---|",
+    ]
+    for access in service_access(prefix):
+        lines.append(
+            f"| {access.service} | `{access.principal}` | {names(access.reads)} | {names(access.writes)} | "
+            f"`{access.group_prefix}*` |"
+        )
+    lines.append(
+        f"| topic job | `User:{TOPIC_ADMIN}` | none | none (Create, Describe, DescribeConfigs on "
+        f"`{prefix}gridwhistle.*`) | none |"
+    )
+    return "\n".join(lines)
+
+
+def strimzi_kafka_users(cluster: str = "gridwhistle-kafka", prefix: str = "") -> list[dict[str, Any]]:
+    """One Strimzi KafkaUser (SCRAM-SHA-512, simple authorization) per service and for the topic job."""
+    def user(name: str, acls: list[Acl]) -> dict[str, Any]:
+        rules: dict[tuple[str, str, str], list[str]] = {}
+        for acl in acls:
+            operations = rules.setdefault((acl.resource, acl.name, acl.pattern), [])
+            if acl.operation not in operations:
+                operations.append(acl.operation)
+        return {
+            "apiVersion": "kafka.strimzi.io/v1beta2",
+            "kind": "KafkaUser",
+            "metadata": {"name": name, "labels": {"strimzi.io/cluster": cluster}},
+            "spec": {
+                "authentication": {"type": "scram-sha-512"},
+                "authorization": {
+                    "type": "simple",
+                    "acls": [
+                        {
+                            "resource": {
+                                "type": resource,
+                                "name": resource_name,
+                                "patternType": "literal" if pattern == "literal" else "prefix",
+                            },
+                            "operations": operations,
+                            "host": "*",
+                        }
+                        for (resource, resource_name, pattern), operations in rules.items()
+                    ],
+                },
+            },
+        }
+
+    users = [user(access.username, service_acls(access)) for access in service_access(prefix)]
+    users.append(user(TOPIC_ADMIN, topic_admin_acls(prefix)))
+    return users
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the ACL table (markdown) or the Strimzi KafkaUser resources (YAML)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.kafka_acls", description=main.__doc__)
+    parser.add_argument("--prefix", default="", help="the deployment's topic prefix (GW_TOPIC_PREFIX)")
+    parser.add_argument("--cluster", default="gridwhistle-kafka", help="the Strimzi Kafka cluster name")
+    parser.add_argument("format", choices=("table", "strimzi"), nargs="?", default="table")
+    args = parser.parse_args(argv)
+    if args.format == "table":
+        print(markdown_table(args.prefix))
+    else:
+        import yaml
+
+        print(yaml.safe_dump_all(strimzi_kafka_users(args.cluster, args.prefix), sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
