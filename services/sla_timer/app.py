@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from contracts.deadline_policy import load_policy
 from contracts.reference import load_reference_data
 from contracts.topics import CLOSURE_OUTCOMES, ROUTING_HANDOFFS
+from services.runtime.access import Areas
 from services.runtime.clock import Clock
 from services.runtime.host import ServiceRuntime
 from services.runtime.watermarks import ConsumedView
@@ -22,6 +23,7 @@ def create_app(settings: SlaTimerSettings, clock: Clock | None = None) -> FastAP
     runtime = ServiceRuntime("sla_timer", settings, metadata, clock)
     policy = load_policy(settings.deadline_policy)
     reference = load_reference_data(settings.reference_data)
+    runtime.use_reference(Areas(reference))
     metrics = SlaTimerMetrics(runtime.metrics.registry)
     scheduler = DeadlineScheduler(runtime, settings, policy, metrics)
     keeper = DeadlineKeeper(runtime, policy, scheduler, metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.deadline_policy import DeadlinePolicy
@@ -26,6 +26,8 @@ from contracts.events import (
 )
 from contracts.reference import ReferenceData
 from contracts.vocabulary import Category, DeadlineKind, Urgency
+from services.runtime.access import Action, Scope, acting_as, can_see, forbidden, require
+from services.runtime.auth import Principal
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 from services.sla_timer import facts
@@ -379,11 +381,17 @@ class DeadlineKeeper:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
+_ACTOR = Field(
+    default=None, min_length=1, max_length=64,
+    description="Optional. The actor comes from the bearer token; a different id here is refused (403).",
+)
+
+
 class PauseDeadline(BaseModel):
-    """Stop a deadline's clock; the actor must not belong to the summoned unit."""
+    """Stop a deadline's clock; the actor (a dispatcher of the area) must not belong to the summoned unit."""
 
     model_config = ConfigDict(extra="forbid")
-    actor_id: str = Field(min_length=1, max_length=64)
+    actor_id: str | None = _ACTOR
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -391,7 +399,7 @@ class ResumeDeadline(BaseModel):
     """Run a paused deadline's clock again."""
 
     model_config = ConfigDict(extra="forbid")
-    actor_id: str = Field(min_length=1, max_length=64)
+    actor_id: str | None = _ACTOR
 
 
 def deadline_view(row: Any) -> dict:
@@ -404,49 +412,80 @@ def deadline_view(row: Any) -> dict:
 def command_router(
     runtime: ServiceRuntime, scheduler: DeadlineScheduler, reference: ReferenceData
 ) -> APIRouter:
-    """HTTP: read deadlines, pause and resume them."""
-    router = APIRouter(prefix="/api/v1", tags=["sla_timer"])
+    """HTTP: read deadlines, pause and resume them (a bearer token on every route).
 
-    @router.get("/deadlines", summary="Deadlines of one incident")
-    async def list_deadlines(incident_id: str = Query(min_length=1, max_length=64)) -> list[dict]:
+    The timer does not know an incident's grid: a deadline's area is its unit's, and a clock of
+    the whole incident (verification) lies where the incident's summoned units do (the grid's
+    officer's station when summoned). Dispatchers of that area pause and resume; the summoned
+    units, dispatchers of the area and staff read.
+    """
+    router = APIRouter(prefix="/api/v1", tags=["sla_timer"])
+    caller = Depends(runtime.auth.principal)
+    areas = runtime.areas
+
+    def scope_of(row: Any, incident_rows: list[Any]) -> Scope:
+        if row.unit_id:
+            return areas.of_unit(row.unit_id)
+        units = sorted({r.unit_id for r in incident_rows if r.unit_id})
+        scopes = [areas.of_unit(u) for u in units]
+        where = next((sc for sc in scopes if sc.station_id), scopes[0] if scopes else Scope(None, None, None))
+        return Scope(None, where.district_id, where.station_id, frozenset(units))
+
+    async def visible_deadline(conn: Any, principal: Principal, row: Any) -> Scope:
+        scope = scope_of(row, [] if row.unit_id else await repo.deadlines_of_incident(conn, row.incident_id))
+        if not can_see(principal, scope):
+            raise forbidden(f"{principal.user_id} may not see deadline {row.id}")
+        return scope
+
+    @router.get("/deadlines", summary="Deadlines of one incident (those the caller may see)")
+    async def list_deadlines(incident_id: str = Query(min_length=1, max_length=64), principal: Principal = caller) -> list[dict]:
         async with runtime.engine.connect() as conn:
             rows = await repo.deadlines_of_incident(conn, incident_id)
-        return [deadline_view(r) for r in rows]
+        shown = [r for r in rows if can_see(principal, scope_of(r, rows))]
+        if rows and not shown:
+            raise forbidden(f"{principal.user_id} may not see the deadlines of incident {incident_id}")
+        return [deadline_view(r) for r in shown]
 
     @router.get("/deadlines/{deadline_id}", summary="One deadline")
-    async def get_deadline(deadline_id: str) -> dict:
+    async def get_deadline(deadline_id: str, principal: Principal = caller) -> dict:
         async with runtime.engine.connect() as conn:
             row = await repo.get_deadline(conn, deadline_id)
-        if row is None:
-            raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+            if row is None:
+                raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+            await visible_deadline(conn, principal, row)
         return deadline_view(row)
 
-    @router.post("/deadlines/{deadline_id}/pause", summary="Stop the clock (not by the assignee)")
-    async def pause(deadline_id: str, command: PauseDeadline) -> dict:
+    @router.post("/deadlines/{deadline_id}/pause", summary="Stop the clock: a dispatcher of the area, not the assignee")
+    async def pause(deadline_id: str, command: PauseDeadline, principal: Principal = caller) -> dict:
+        actor = acting_as(principal, command.actor_id)
         async with runtime.unit_of_work() as uow:
             row = await repo.lock_deadline(uow.conn, deadline_id)
             if row is None:
                 raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+            require(principal, Action.PAUSE, await visible_deadline(uow.conn, principal, row))
             now = runtime.clock.now()
             unit = reference.unit(row.unit_id) if row.unit_id else None
             try:
-                check_pause(row.state, row.due_at, now, command.actor_id, unit.members if unit else ())
+                check_pause(row.state, row.due_at, now, actor, unit.members if unit else ())
             except PauseRefused as refused:
                 status = 403 if refused.code == "assignee_cannot_pause" else 409
                 raise HTTPException(status, detail={"code": refused.code, "message": str(refused)}) from None
             remaining = remaining_seconds_at(row.due_at, now)
-            if not await repo.pause(uow.conn, row.id, at=now, remaining_seconds=remaining, actor_id=command.actor_id):
+            if not await repo.pause(uow.conn, row.id, at=now, remaining_seconds=remaining, actor_id=actor):
                 raise HTTPException(409, detail={"code": "not_armed", "message": "the deadline changed; retry"})
-            await uow.emit(facts.paused(row, actor_id=command.actor_id, reason=command.reason, now=now))
+            await uow.emit(facts.paused(row, actor_id=actor, reason=command.reason, now=now))
+            await runtime.audit.accepted(uow, reason=command.reason)
             updated = await repo.get_deadline(uow.conn, row.id)
         return deadline_view(updated)
 
-    @router.post("/deadlines/{deadline_id}/resume", summary="Run the clock again from where it stopped")
-    async def resume(deadline_id: str, command: ResumeDeadline) -> dict:
+    @router.post("/deadlines/{deadline_id}/resume", summary="Run the clock again from where it stopped: a dispatcher of the area")
+    async def resume(deadline_id: str, command: ResumeDeadline, principal: Principal = caller) -> dict:
+        actor = acting_as(principal, command.actor_id)
         async with runtime.unit_of_work() as uow:
             row = await repo.lock_deadline(uow.conn, deadline_id)
             if row is None:
                 raise HTTPException(404, detail=f"deadline {deadline_id} not found")
+            require(principal, Action.RESUME, await visible_deadline(uow.conn, principal, row))
             if row.state != DeadlineState.PAUSED.value:
                 raise HTTPException(
                     409, detail={"code": "not_paused", "message": f"only a paused deadline resumes (it is {row.state})"}
@@ -459,7 +498,8 @@ def command_router(
             warning_at = upcoming[1] if upcoming else None
             fire_at = next_fire_at(due_at, warning_at)
             await repo.resume(uow.conn, row.id, due_at=due_at, next_warning_at=warning_at, next_fire_at=fire_at)
-            await uow.emit(facts.resumed(row, actor_id=command.actor_id, due_at=due_at, now=now))
+            await uow.emit(facts.resumed(row, actor_id=actor, due_at=due_at, now=now))
+            await runtime.audit.accepted(uow, reason="resumed")
             uow.after_commit(lambda: scheduler.armed(fire_at))
             updated = await repo.get_deadline(uow.conn, row.id)
         return deadline_view(updated)

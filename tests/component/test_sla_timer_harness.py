@@ -29,6 +29,7 @@ from services.runtime.clock import FakeClock
 from services.sla_timer.app import create_app
 from services.sla_timer.domain import deadline_id
 from services.sla_timer.settings import SlaTimerSettings
+from tests.support import SignedAsActor
 
 MS = timedelta(milliseconds=1)
 URGENT_REPORT = timedelta(minutes=15)
@@ -114,7 +115,8 @@ async def running(settings: SlaTimerSettings, clock: FakeClock) -> AsyncIterator
     app = create_app(settings, clock)
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sla") as http:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://sla", auth=SignedAsActor(app)) as http:
                 yield SlaTimer(app, clock, http)
 
 

@@ -95,9 +95,16 @@ async def test_warnings_follow_running_time_across_a_pause(sla, clock):
 
 async def test_the_assignee_is_refused_when_pausing_its_own_clock(sla, clock):
     _, _, deadline = await _armed(sla, clock)
+    # A responder of the summoned unit is no dispatcher at all.
     refused = await sla.http.post(
         f"/api/v1/deadlines/{deadline}/pause", json={"actor_id": ASSIGNEE_MEMBER, "reason": "too busy"}
     )
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    # A duty desk summoned itself dispatches for the station, but not its own clock.
+    incident, handoff = new_ids()
+    await sla.publish(dispatched(incident, handoff, clock.now(), unit_id="U-DESK-S0101"), incident_id=incident)
+    own = deadline_id(handoff, DeadlineKind.REPORT)
+    refused = await sla.http.post(f"/api/v1/deadlines/{own}/pause", json={"actor_id": "desk-S0101-1", "reason": "busy"})
     assert refused.status_code == 403
     assert refused.json()["detail"]["code"] == "assignee_cannot_pause"
     assert (await sla.http.get(f"/api/v1/deadlines/{deadline}")).json()["state"] == "armed"
@@ -107,12 +114,12 @@ async def test_the_assignee_is_refused_when_pausing_its_own_clock(sla, clock):
 async def test_pause_and_resume_refuse_the_wrong_state_and_unknown_deadlines(sla, clock):
     _, _, deadline = await _armed(sla, clock)
     body = {"actor_id": "cmd-D01-1", "reason": "x"}
-    assert (await sla.http.post(f"/api/v1/deadlines/{deadline}/resume", json={"actor_id": "d"})).status_code == 409
+    assert (await sla.http.post(f"/api/v1/deadlines/{deadline}/resume", json={"actor_id": "cmd-D01-1"})).status_code == 409
     assert (await sla.http.post(f"/api/v1/deadlines/{deadline}/pause", json=body)).status_code == 200
     assert (await sla.http.post(f"/api/v1/deadlines/{deadline}/pause", json=body)).status_code == 409
     assert (await sla.http.post("/api/v1/deadlines/nope/pause", json=body)).status_code == 404
     assert (await sla.http.get("/api/v1/deadlines/nope")).status_code == 404
-    assert (await sla.http.post(f"/api/v1/deadlines/{deadline}/pause", json={"actor_id": "d"})).status_code == 422
+    assert (await sla.http.post(f"/api/v1/deadlines/{deadline}/pause", json={"actor_id": "cmd-D01-1"})).status_code == 422
 
 
 async def test_a_due_deadline_cannot_be_paused_out_of_its_breach(sla, clock):
