@@ -1,37 +1,16 @@
-"""Sign-in: signed, expiring tokens (itsdangerous), sent as an HttpOnly cookie or a Bearer header."""
+"""Sign-in: the console issues the shared access tokens (services/runtime/auth.py), sent back as an
+HttpOnly cookie or a Bearer header, and forwards the same token to the backends it calls."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
 
-from fastapi import HTTPException, Request
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from fastapi import Request
 
-from contracts.reference import ReferenceData
-from services.console.domain import Principal, principal_for
+from services.runtime.auth import Authenticator, Principal
 
 COOKIE_NAME = "gw_console"
-
-
-class TokenIssuer:
-    """Issues and checks the console's session tokens."""
-
-    def __init__(self, secret: str, max_age_seconds: int) -> None:
-        self._serializer = URLSafeTimedSerializer(secret, salt="gridwhistle-console")
-        self.max_age_seconds = max_age_seconds
-
-    def issue(self, user_id: str) -> str:
-        """A token naming the user, signed now."""
-        return self._serializer.dumps({"sub": user_id})
-
-    def user_of(self, token: str) -> str | None:
-        """The user id of a valid, unexpired token, else None."""
-        try:
-            claims = self._serializer.loads(token, max_age=self.max_age_seconds)
-        except (SignatureExpired, BadSignature):
-            return None
-        return claims.get("sub") if isinstance(claims, dict) else None
 
 
 def password_ok(given: str, demo_password: str | None) -> bool:
@@ -39,18 +18,18 @@ def password_ok(given: str, demo_password: str | None) -> bool:
     return demo_password is not None and hmac.compare_digest(given.encode(), demo_password.encode())
 
 
-def principal_dependency(
-    issuer: TokenIssuer, city: ReferenceData, supervisors: tuple[str, ...], admins: tuple[str, ...]
-) -> Callable[[Request], Principal]:
+def session_token(request: Request) -> str | None:
+    """The caller's token: the Bearer header, else the session cookie."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME)
+
+
+def principal_dependency(auth: Authenticator) -> Callable[[Request], Principal]:
     """A FastAPI dependency: the signed-in principal from the Bearer header or the cookie, else 401."""
 
     def current_principal(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME)
-        user_id = issuer.user_of(token) if token else None
-        principal = principal_for(user_id, city, supervisors=supervisors, admins=admins) if user_id else None
-        if principal is None:
-            raise HTTPException(401, detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
+        principal = auth.principal_of(session_token(request))
+        request.state.token = session_token(request)
         return principal
 
     return current_principal

@@ -1,116 +1,46 @@
-"""Pure rules of the dispatch console: who may see and do what, queue order, filters and groups.
+"""Pure rules of the dispatch console: queue order, filters and groups; who may see and do what.
 
-No I/O and no framework here. Roles come from the reference data: a grid worker answers for the
-grids that name them, a unit member for their unit's handoffs, a duty-desk member dispatches for
-their station, a command-centre member for their district. Supervisors and admins are named in
-settings, since the demo city has none. The supervisor's rates are not computed here: they are
-closure's KPIs (one definition), read from its API.
+No I/O and no framework here. Who may see and do what is one set of rules for the console and
+every backend (services/runtime/access.py, re-exported here); the backends check the same rules
+again on the server. Roles come from the reference data (services/runtime/auth.py); supervisors
+and admins are named in settings (GW_AUTH_SUPERVISORS, GW_AUTH_ADMINS), since the demo city has
+none. The supervisor's rates are not computed here: they are closure's KPIs (one definition),
+read from its API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from contracts.reference import ReferenceData
+from services.runtime.access import (
+    DISPATCH_ACTIONS,
+    GRID_WORKER_ACTIONS,
+    RESPONDER_ACTIONS,
+    SUPERVISOR_ACTIONS,
+    Action,
+    Forbidden,
+    Scope,
+    authorize,
+    can_see,
+    in_area,
+    sees_handoff,
+)
+from services.runtime.auth import Principal, Role, resolve_principal
 
-
-class Role(StrEnum):
-    """What a signed-in user is to the console."""
-
-    GRID_WORKER = "grid_worker"
-    RESPONDER = "responder"
-    DISPATCHER = "dispatcher"
-    SUPERVISOR = "supervisor"
-    ADMIN = "admin"
-
-
-class Action(StrEnum):
-    """Everything a user can ask the console to do on their behalf."""
-
-    REPORT = "report"
-    VERIFY = "verify"
-    FEEDBACK = "feedback"
-    ACKNOWLEDGE = "acknowledge"
-    DECLINE = "decline"
-    ON_SCENE = "on_scene"
-    RESOLVE = "resolve"
-    RECLASSIFY = "reclassify"
-    REASSIGN = "reassign"
-    ESCALATE = "escalate"
-    SUMMON = "summon"
-
-
-RESPONDER_ACTIONS = frozenset({Action.ACKNOWLEDGE, Action.DECLINE, Action.ON_SCENE, Action.RESOLVE})
-DISPATCH_ACTIONS = frozenset({Action.RECLASSIFY, Action.REASSIGN, Action.ESCALATE, Action.SUMMON})
-GRID_WORKER_ACTIONS = frozenset({Action.REPORT, Action.VERIFY, Action.FEEDBACK})
-# Verification (核查) may also be done by a supervisor; closure checks the same list of supervisors.
-SUPERVISOR_ACTIONS = frozenset({Action.VERIFY})
-
-
-@dataclass(frozen=True)
-class Principal:
-    """A signed-in user and the area they answer for."""
-
-    user_id: str
-    role: Role
-    name: str = ""
-    grid_ids: frozenset[str] = frozenset()
-    unit_id: str | None = None
-    district_id: str | None = None
-    station_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the web app."""
-        return {
-            "user_id": self.user_id,
-            "role": self.role.value,
-            "name": self.name,
-            "grid_ids": sorted(self.grid_ids),
-            "unit_id": self.unit_id,
-            "district_id": self.district_id,
-            "station_id": self.station_id,
-        }
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Where an incident sits and which units were summoned on it, for access checks."""
-
-    grid_id: str | None
-    district_id: str | None
-    station_id: str | None
-    unit_ids: frozenset[str] = field(default_factory=frozenset)
-
-
-class Forbidden(Exception):
-    """The user may not see or do this."""
+__all__ = [
+    "DISPATCH_ACTIONS", "GRID_WORKER_ACTIONS", "RESPONDER_ACTIONS", "SUPERVISOR_ACTIONS", "Action", "Forbidden",
+    "Principal", "Role", "Scope", "authorize", "can_see", "in_area", "principal_for", "sees_handoff",
+]
 
 
 def principal_for(user_id: str, city: ReferenceData, *, supervisors: Iterable[str], admins: Iterable[str]) -> Principal | None:
     """The principal a demo user id stands for, or None for an unknown id."""
-    if user_id in set(admins):
-        return Principal(user_id, Role.ADMIN, name="管理员")
-    if user_id in set(supervisors):
-        return Principal(user_id, Role.SUPERVISOR, name="督查")
-    grids = frozenset(g.id for g in city.grids if user_id in g.grid_worker_ids)
-    if grids:
-        return Principal(user_id, Role.GRID_WORKER, name=f"网格员 {user_id}", grid_ids=grids)
-    for unit in city.units:
-        if user_id not in unit.members:
-            continue
-        if unit.kind == "duty_desk":
-            return Principal(
-                user_id, Role.DISPATCHER, name=unit.name, unit_id=unit.id,
-                district_id=unit.district_id, station_id=unit.station_id,
-            )
-        if unit.kind == "command_centre":
-            return Principal(user_id, Role.DISPATCHER, name=unit.name, unit_id=unit.id, district_id=unit.district_id)
-        return Principal(user_id, Role.RESPONDER, name=unit.name, unit_id=unit.id, district_id=unit.district_id)
-    return None
+    return resolve_principal(user_id, city, supervisors=supervisors, admins=admins)
 
 
 def grid_area(city: ReferenceData, grid_id: str | None) -> tuple[str | None, str | None]:
@@ -119,56 +49,6 @@ def grid_area(city: ReferenceData, grid_id: str | None) -> tuple[str | None, str
     if grid is None:
         return None, None
     return city.district_of(grid).id, city.station_of(grid).id
-
-
-def can_see(principal: Principal, scope: Scope) -> bool:
-    """Whether the user may see an incident at all."""
-    match principal.role:
-        case Role.ADMIN | Role.SUPERVISOR:
-            return True
-        case Role.DISPATCHER:
-            return in_area(principal, scope) or (principal.unit_id in scope.unit_ids)
-        case Role.RESPONDER:
-            return principal.unit_id in scope.unit_ids
-        case Role.GRID_WORKER:
-            return scope.grid_id in principal.grid_ids
-    return False
-
-
-def in_area(principal: Principal, scope: Scope) -> bool:
-    """True if the incident lies in the dispatcher's district (and station, for a duty desk)."""
-    if principal.district_id is None or scope.district_id != principal.district_id:
-        return False
-    return principal.station_id is None or scope.station_id == principal.station_id
-
-
-def sees_handoff(principal: Principal, scope: Scope, unit_id: str) -> bool:
-    """Whether one handoff of a visible incident is shown: responders see only their unit's."""
-    if principal.role is Role.RESPONDER:
-        return unit_id == principal.unit_id
-    return can_see(principal, scope)
-
-
-def authorize(principal: Principal, action: Action, scope: Scope, *, handoff_unit_id: str | None = None) -> None:
-    """Raise Forbidden unless the user may take `action` on this incident (or handoff)."""
-    if action in RESPONDER_ACTIONS:
-        # Only members of the summoned unit act on its handoff (dispatchers too, for their desk's own).
-        if handoff_unit_id is None or principal.unit_id != handoff_unit_id:
-            raise Forbidden(f"{principal.user_id} is not a member of unit {handoff_unit_id}")
-        return
-    if action in DISPATCH_ACTIONS:
-        if principal.role is Role.ADMIN:
-            return
-        if principal.role is not Role.DISPATCHER or not in_area(principal, scope):
-            raise Forbidden(f"{principal.user_id} does not dispatch for grid {scope.grid_id}")
-        return
-    if action in SUPERVISOR_ACTIONS and principal.role is Role.SUPERVISOR:
-        return
-    if action in GRID_WORKER_ACTIONS:
-        if principal.role is not Role.GRID_WORKER or scope.grid_id not in principal.grid_ids:
-            raise Forbidden(f"{principal.user_id} is not the grid worker of {scope.grid_id}")
-        return
-    raise Forbidden(f"unknown action {action}")
 
 
 # --- incident status and queue order --------------------------------------------------------

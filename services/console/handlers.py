@@ -52,9 +52,10 @@ from contracts.topics import TopicSpec
 from contracts.vocabulary import Category, DeadlineKind, DeclineReason, Disposition, Satisfaction, Urgency
 from services.console import domain
 from services.console import repository as repo
-from services.console.auth import COOKIE_NAME, TokenIssuer, password_ok
+from services.console.auth import COOKIE_NAME, password_ok
 from services.console.domain import Action, Forbidden, GroupBy, Principal, QueueFilter, Role, Scope
 from services.console.settings import ConsoleSettings
+from services.runtime import audit
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 
@@ -425,24 +426,31 @@ class Upstream:
         self.timeout = settings.upstream_timeout_seconds
         self.transport = transport
 
-    async def get_json(self, base: str, path: str, params: dict[str, str] | None = None) -> Any:
-        """Read from an owner's API; 502 when it cannot answer."""
+    async def get_json(self, base: str, path: str, params: dict[str, str] | None = None, *, token: str) -> Any:
+        """Read from an owner's API as the signed-in user; 502 when it cannot answer."""
         try:
             async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-                answer = await client.get(base.rstrip("/") + path, params=params or {})
+                answer = await client.get(base.rstrip("/") + path, params=params or {}, headers=_bearer(token))
             answer.raise_for_status()
             return answer.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise HTTPException(502, detail=f"{base} did not answer {path}: {type(exc).__name__}") from exc
 
-    async def post(self, base: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-        """Forward a command and pass the owner's answer (status and body) back to the browser."""
+    async def post(
+        self, base: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None, *, token: str
+    ) -> Response:
+        """Forward a command with the user's token; pass the owner's answer (status and body) back to the browser."""
         try:
             async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-                answer = await client.post(base.rstrip("/") + path, json=body, headers=headers or {})
+                answer = await client.post(base.rstrip("/") + path, json=body, headers={**(headers or {}), **_bearer(token)})
         except httpx.HTTPError as exc:
             return JSONResponse({"detail": f"{base} is unavailable: {type(exc).__name__}"}, status_code=502)
         return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    # The owner checks the same token again: the console's own checks are for the screen only.
+    return {"Authorization": f"Bearer {token}"}
 
 
 HEADLINE_RATES = ("response", "resolution", "satisfaction", "on_time_report")
@@ -486,7 +494,6 @@ def api_router(
     settings: ConsoleSettings,
     city: ReferenceData,
     signal: ChangeSignal,
-    issuer: TokenIssuer,
     current: Callable[..., Principal],
     upstream: Upstream,
 ) -> APIRouter:
@@ -494,17 +501,28 @@ def api_router(
     router = APIRouter(prefix="/api/v1", tags=["console"])
     views = Views(runtime, city)
 
-    @router.post("/login", summary="Sign in; the token comes back as an HttpOnly cookie and in the body")
+    def token_of(request: Request, _user: Principal = Depends(current)) -> str:
+        """The signed-in user's token, forwarded to the backends."""
+        return request.state.token
+
+    @router.post(
+        "/login",
+        summary="Sign in; the access token (accepted by every service) comes back as an HttpOnly cookie and in the body",
+    )
     async def login(body: SignIn, response: Response) -> dict[str, Any]:
-        principal = domain.principal_for(body.user_id, city, supervisors=settings.supervisors, admins=settings.admins)
+        audit.note(target=f"user:{body.user_id}"[:200])
+        principal = domain.principal_for(
+            body.user_id, city, supervisors=settings.auth_supervisors, admins=settings.auth_admins
+        )
         if principal is None or not password_ok(body.password, settings.demo_password):
             raise HTTPException(401, detail="unknown user or wrong password")
-        token = issuer.issue(principal.user_id)
+        audit.note_principal(principal)
+        token = runtime.auth.codec.issue(principal)
+        ttl = settings.auth_token_ttl_seconds
         response.set_cookie(
-            COOKIE_NAME, token, max_age=settings.token_max_age_seconds, httponly=True, samesite="strict",
-            secure=settings.cookie_secure, path="/",
+            COOKIE_NAME, token, max_age=ttl, httponly=True, samesite="strict", secure=settings.cookie_secure, path="/",
         )
-        return {"token": token, "user": principal.as_dict(), "expires_in": settings.token_max_age_seconds}
+        return {"token": token, "user": principal.as_dict(), "expires_in": ttl}
 
     @router.post("/logout", summary="Forget the session cookie")
     async def logout(response: Response) -> dict[str, str]:
@@ -552,7 +570,11 @@ def api_router(
         return await views.detail(user, incident_id)
 
     @router.get("/supervisor", summary="Closure's KPIs: the three rates, on-time report rate per unit, today's breaches, time to report")
-    async def supervisor(user: Principal = Depends(current), tz: str = Query(default="Asia/Shanghai", max_length=64)) -> dict[str, Any]:
+    async def supervisor(
+        user: Principal = Depends(current),
+        tz: str = Query(default="Asia/Shanghai", max_length=64),
+        token: str = Depends(token_of),
+    ) -> dict[str, Any]:
         if user.role not in (Role.SUPERVISOR, Role.ADMIN):
             raise HTTPException(403, detail="supervisors only")
         try:
@@ -564,10 +586,12 @@ def api_router(
         # The rates are closure's KPIs, read from its API: one definition for the page, the CSV
         # export and the gauges. Only the list of today's breaches comes from the read model.
         kpis = settings.closure_url
-        overall = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "all"})
-        per_unit = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "unit"})
-        today = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "kind", "from": midnight.isoformat()})
-        time_to_report = await upstream.get_json(kpis, "/api/v1/kpis/time-to-report")
+        overall = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "all"}, token=token)
+        per_unit = await upstream.get_json(kpis, "/api/v1/kpis", {"dimension": "unit"}, token=token)
+        today = await upstream.get_json(
+            kpis, "/api/v1/kpis", {"dimension": "kind", "from": midnight.isoformat()}, token=token
+        )
+        time_to_report = await upstream.get_json(kpis, "/api/v1/kpis/time-to-report", token=token)
         async with runtime.engine.connect() as conn:
             breaches = await repo.breaches_since(conn, midnight)
         return {
@@ -611,7 +635,7 @@ def api_router(
     @router.post("/incidents", status_code=202, summary="Raise an incident (上报) as the signed-in grid worker")
     async def raise_incident(
         body: RaiseIncident,
-        user: Principal = Depends(current),
+        user: Principal = Depends(current), token: str = Depends(token_of),
         idempotency_key: str = Header(alias="Idempotency-Key", min_length=1, max_length=128),
     ) -> Response:
         try:
@@ -629,66 +653,68 @@ def api_router(
             report["category_hint"] = body.category_hint.value
         # Scoped by user so one user's key can never replay another's report.
         key = str(uuid.uuid5(uuid.NAMESPACE_URL, f"console:{user.user_id}:{idempotency_key}"))
-        return await upstream.post(settings.intake_url, "/api/v1/incidents", report, {"Idempotency-Key": key})
+        return await upstream.post(settings.intake_url, "/api/v1/incidents", report, {"Idempotency-Key": key}, token=token)
 
     @router.post("/incidents/{incident_id}/reclassify", summary="Correct category and urgency (dispatchers)")
-    async def reclassify(incident_id: str, body: Reclassify, user: Principal = Depends(current)) -> Response:
+    async def reclassify(incident_id: str, body: Reclassify, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
         await check_incident(user, incident_id, Action.RECLASSIFY)
         return await upstream.post(
             settings.classification_url, f"/api/v1/incidents/{incident_id}/reclassify",
-            {"actor_id": user.user_id, **body.model_dump(mode="json")},
+            {"actor_id": user.user_id, **body.model_dump(mode="json")}, token=token,
         )
 
     @router.post("/incidents/{incident_id}/summon", summary="Add a department to the whistle (dispatchers)")
-    async def summon(incident_id: str, body: Summon, user: Principal = Depends(current)) -> Response:
+    async def summon(incident_id: str, body: Summon, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
         await check_incident(user, incident_id, Action.SUMMON)
         return await upstream.post(
             settings.routing_url, f"/api/v1/incidents/{incident_id}/summon",
-            {"actor_id": user.user_id, **body.model_dump(mode="json")},
+            {"actor_id": user.user_id, **body.model_dump(mode="json")}, token=token,
         )
 
     @router.post("/incidents/{incident_id}/verification", summary="Confirm or reject the outcome (grid worker)")
-    async def verify(incident_id: str, body: Verify, user: Principal = Depends(current)) -> Response:
+    async def verify(incident_id: str, body: Verify, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
         await check_incident(user, incident_id, Action.VERIFY)
         return await upstream.post(
             settings.closure_url, f"/api/v1/incidents/{incident_id}/verification",
-            {"actor_id": user.user_id, **body.model_dump(mode="json")},
+            {"actor_id": user.user_id, **body.model_dump(mode="json")}, token=token,
         )
 
     @router.post("/incidents/{incident_id}/feedback", summary="Satisfaction (grid worker)")
-    async def feedback(incident_id: str, body: Feedback, user: Principal = Depends(current)) -> Response:
+    async def feedback(incident_id: str, body: Feedback, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
         await check_incident(user, incident_id, Action.FEEDBACK)
         return await upstream.post(
             settings.closure_url, f"/api/v1/incidents/{incident_id}/feedback",
-            {"actor_id": user.user_id, **body.model_dump(mode="json")},
+            {"actor_id": user.user_id, **body.model_dump(mode="json")}, token=token,
         )
 
-    async def handoff_command(user: Principal, handoff_id: str, action: Action, path: str, body: dict) -> Response:
+    async def handoff_command(user: Principal, token: str, handoff_id: str, action: Action, path: str, body: dict) -> Response:
         await check_handoff(user, handoff_id, action)
-        return await upstream.post(settings.routing_url, f"/api/v1/handoffs/{handoff_id}/{path}", {"actor_id": user.user_id, **body})
+        return await upstream.post(
+            settings.routing_url, f"/api/v1/handoffs/{handoff_id}/{path}", {"actor_id": user.user_id, **body}, token=token
+        )
 
     @router.post("/handoffs/{handoff_id}/acknowledge", summary="Report for duty (报到)")
-    async def acknowledge(handoff_id: str, user: Principal = Depends(current)) -> Response:
-        return await handoff_command(user, handoff_id, Action.ACKNOWLEDGE, "acknowledge", {})
+    async def acknowledge(handoff_id: str, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
+        return await handoff_command(user, token, handoff_id, Action.ACKNOWLEDGE, "acknowledge", {})
 
     @router.post("/handoffs/{handoff_id}/decline", summary="Refuse with a reason code")
-    async def decline(handoff_id: str, body: Decline, user: Principal = Depends(current)) -> Response:
-        return await handoff_command(user, handoff_id, Action.DECLINE, "decline", body.model_dump(mode="json"))
+    async def decline(handoff_id: str, body: Decline, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
+        return await handoff_command(user, token, handoff_id, Action.DECLINE, "decline", body.model_dump(mode="json"))
 
     @router.post("/handoffs/{handoff_id}/on-scene", summary="Arrived on scene")
-    async def on_scene(handoff_id: str, user: Principal = Depends(current)) -> Response:
-        return await handoff_command(user, handoff_id, Action.ON_SCENE, "on-scene", {})
+    async def on_scene(handoff_id: str, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
+        return await handoff_command(user, token, handoff_id, Action.ON_SCENE, "on-scene", {})
 
     @router.post("/handoffs/{handoff_id}/resolve", summary="Finish with a disposition (处置)")
-    async def resolve(handoff_id: str, body: Resolve, user: Principal = Depends(current)) -> Response:
-        return await handoff_command(user, handoff_id, Action.RESOLVE, "resolve", body.model_dump(mode="json"))
+    async def resolve(handoff_id: str, body: Resolve, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
+        return await handoff_command(user, token, handoff_id, Action.RESOLVE, "resolve", body.model_dump(mode="json"))
 
     @router.post("/handoffs/{handoff_id}/reassign", summary="Move a handoff to another unit (dispatchers)")
-    async def reassign(handoff_id: str, body: Reassign, user: Principal = Depends(current)) -> Response:
-        return await handoff_command(user, handoff_id, Action.REASSIGN, "reassign", body.model_dump(mode="json"))
+    async def reassign(handoff_id: str, body: Reassign, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
+        return await handoff_command(user, token, handoff_id, Action.REASSIGN, "reassign", body.model_dump(mode="json"))
 
     @router.post("/handoffs/{handoff_id}/escalate", summary="Hand the handoff to the district command centre")
-    async def escalate(handoff_id: str, body: Escalate, user: Principal = Depends(current)) -> Response:
+    async def escalate(handoff_id: str, body: Escalate, user: Principal = Depends(current), token: str = Depends(token_of)) -> Response:
         handoff = await check_handoff(user, handoff_id, Action.ESCALATE)
         incident, _ = await views.load(handoff["incident_id"])
         district = next((d for d in city.districts if d.id == incident.get("district_id")), None)
@@ -698,6 +724,7 @@ def api_router(
         return await upstream.post(
             settings.routing_url, f"/api/v1/handoffs/{handoff_id}/reassign",
             {"actor_id": user.user_id, "to_unit_id": district.command_centre_unit_id, "reason": f"escalated: {body.reason}"[:500]},
+            token=token,
         )
 
     # --- live stream ------------------------------------------------------------------------

@@ -20,14 +20,11 @@ class ConsoleSettings(ServiceSettings):
     sla_timer_url: str = "http://127.0.0.1:8003"
     closure_url: str = "http://127.0.0.1:8004"
     upstream_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Sign-in: tokens are HMAC-signed with this secret and expire; override it outside a laptop.
-    token_secret: str = "dev-only-console-secret-change-me"
-    token_max_age_seconds: int = Field(default=12 * 3600, ge=60)
+    # Sign-in issues the shared access tokens (GW_AUTH_TOKEN_SECRET, GW_AUTH_TOKEN_TTL_SECONDS,
+    # GW_AUTH_SUPERVISORS, GW_AUTH_ADMINS: services/runtime/settings.py) as a cookie and a Bearer token.
     cookie_secure: bool = False
     # The demo city has users but no passwords; in development every demo user shares this one.
     demo_password: str | None = "gridwhistle"
-    supervisors: tuple[str, ...] = ("sup-1",)
-    admins: tuple[str, ...] = ("admin",)
     # How long a live stream waits for a change-log wake-up before looking at the table anyway
     # (another console process may have written it) and sending a keep-alive.
     stream_poll_seconds: float = Field(default=1.0, gt=0)

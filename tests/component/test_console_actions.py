@@ -74,6 +74,8 @@ async def test_the_grid_worker_verifies_and_gives_feedback_on_their_own_grid_as_
         f"{CLOSURE}/api/v1/incidents/{incident_id}/feedback",
         {"actor_id": "W0001", "satisfaction": "basically_satisfied", "comment": "还行"},
     )
+    # The owner checks the user's own token again (the same one the console accepted).
+    assert [headers["authorization"] for _, _, headers in console.forwarded] == [worker["Authorization"]] * 2
 
 
 async def test_another_grids_worker_and_dispatchers_may_not_verify_or_give_feedback(console: Harness):

@@ -439,3 +439,16 @@ async def test_stream_sends_a_change_that_commits_while_the_browser_is_listening
             ((_, data),) = await pending
         # Visibility is judged when the change is sent: the other district's incident never shows.
         assert data["incident_id"] == incident_id
+
+
+async def test_a_session_ends_when_its_token_expires(tmp_path):
+    clock = FakeClock()
+    async with running_console(tmp_path, clock=clock) as console:
+        desk = await console.as_user("desk-S0101-1")
+        ttl = console.app.state.runtime.settings.auth_token_ttl_seconds
+        clock.advance(ttl - 1)
+        assert (await console.http.get("/api/v1/me", headers=desk)).status_code == 200
+        assert (await console.http.get("/api/v1/me")).status_code == 200  # the cookie: the same token
+        clock.advance(1)
+        for answer in (await console.http.get("/api/v1/me", headers=desk), await console.http.get("/api/v1/me")):
+            assert answer.status_code == 401 and answer.json()["code"] == "token_expired"
