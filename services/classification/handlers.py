@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.commands import ReclassifyIncident
 from contracts.envelope import Envelope, correlation_for, follow_up, make_envelope
 from contracts.events import IncidentClassified, IncidentReclassified, IncidentReported
+from contracts.vocabulary import Category, Urgency
 from services.classification import repository as repo
 from services.classification.domain import Classifier
+from services.runtime.access import STAFF, Action, acting_as, forbidden, in_area, require, require_visible
+from services.runtime.auth import Principal, Role
 from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 
@@ -68,34 +72,55 @@ def event_handlers(runtime: ServiceRuntime, classifier: Classifier) -> dict:
     return {IncidentReported.event_type: on_incident_reported}
 
 
+class ReclassifyBody(BaseModel):
+    """Correct category and urgency, with a reason; the actor is the signed-in dispatcher."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Optional. The actor comes from the bearer token; a different id here is refused (403).",
+    )
+    category: Category
+    urgency: Urgency
+    reason: str = Field(min_length=1, max_length=500)
+
+
 def command_router(runtime: ServiceRuntime) -> APIRouter:
-    """HTTP commands: a dispatcher reclassifies an incident."""
+    """HTTP commands: a dispatcher of the incident's area reclassifies it (a bearer token on every route)."""
     router = APIRouter(prefix="/api/v1", tags=["classification"])
+    caller = Depends(runtime.auth.principal)
 
     @router.get("/incidents/{incident_id}/classification", summary="Current triage decision")
-    async def get_classification(incident_id: str) -> dict:
+    async def get_classification(incident_id: str, principal: Principal = caller) -> dict:
         async with runtime.engine.connect() as conn:
             row = await repo.get_decision(conn, incident_id)
         if row is None:
             raise HTTPException(404, detail=f"incident {incident_id} has not been classified")
+        require_visible(principal, runtime.areas.of_grid(row.grid_id), f"incident {incident_id}")
         return dict(row._mapping)
 
-    @router.get("/review-queue", summary="Decisions awaiting a dispatcher's review (人工复核)")
-    async def review_queue(limit: int = Query(100, ge=1, le=500)) -> dict:
+    @router.get("/review-queue", summary="Decisions awaiting a dispatcher's review (人工复核): those of the dispatcher's area")
+    async def review_queue(limit: int = Query(100, ge=1, le=500), principal: Principal = caller) -> dict:
+        if principal.role not in STAFF and principal.role is not Role.DISPATCHER:
+            raise forbidden(f"the review queue is for dispatchers; {principal.user_id} is {principal.role.value}")
         async with runtime.engine.connect() as conn:
             rows = await repo.list_needing_review(conn, limit=limit)
-        return {"incidents": [dict(row._mapping) for row in rows]}
+        mine = [r for r in rows if principal.role in STAFF or in_area(principal, runtime.areas.of_grid(r.grid_id))]
+        return {"incidents": [dict(row._mapping) for row in mine]}
 
-    @router.post("/incidents/{incident_id}/reclassify", status_code=202, summary="Correct category/urgency")
-    async def reclassify(incident_id: str, command: ReclassifyIncident) -> dict:
+    @router.post("/incidents/{incident_id}/reclassify", status_code=202, summary="Correct category/urgency (a dispatcher of the area)")
+    async def reclassify(incident_id: str, body: ReclassifyBody, principal: Principal = caller) -> dict:
+        command = ReclassifyIncident(actor_id=acting_as(principal, body.actor_id), **body.model_dump(exclude={"actor_id"}))
         async with runtime.unit_of_work() as uow:
             row = await repo.get_decision(uow.conn, incident_id)
             if row is None:
                 raise HTTPException(404, detail=f"incident {incident_id} has not been classified")
+            require(principal, Action.RECLASSIFY, runtime.areas.of_grid(row.grid_id))
             if row.category == command.category.value and row.urgency == command.urgency.value:
                 if row.needs_review:
                     # The dispatcher confirmed the machine's decision: reviewed, nothing to re-route.
                     await repo.confirm_decision(uow.conn, incident_id, decided_by=command.actor_id)
+                    await runtime.audit.accepted(uow, reason="confirmed the machine's decision")
                 return {"incident_id": incident_id, "changed": False}
             now = runtime.clock.now()
             await repo.replace_decision(
@@ -126,6 +151,7 @@ def command_router(runtime: ServiceRuntime) -> APIRouter:
                     correlation_id=correlation_for(incident_id),
                 )
             )
+            await runtime.audit.accepted(uow, reason=command.reason)
         return {"incident_id": incident_id, "changed": True}
 
     return router

@@ -60,7 +60,7 @@ async def test_reclassification_without_reason_or_of_unknown_incident_is_refused
         )
         assert missing.status_code == 404
         no_reason = await client.post(
-            "/api/v1/incidents/nope/reclassify", json={"actor_id": "cmd-D01-1", "category": "fire", "urgency": "urgent"}
+            "/api/v1/incidents/nope/reclassify", json={"category": "fire", "urgency": "urgent"}
         )
         assert no_reason.status_code == 422
         assert no_reason.json()["detail"][0]["loc"] == ["body", "reason"]
