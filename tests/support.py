@@ -89,17 +89,17 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, in
 
 
 @asynccontextmanager
-async def running(app: FastAPI, *, user: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def running(app: FastAPI, *, user: str | None = None, signed: bool = True) -> AsyncIterator[httpx.AsyncClient]:
     """Start an app on FastStream's in-memory broker and give an HTTP client for it.
 
     The client signs each request in as the actor its JSON body names (`actor_id`, else
     `reporter_id`), else as `user` (default: admin), unless the request sets Authorization
-    itself. The access tests (tests/component/test_access_*.py) send their tokens explicitly.
+    itself. With `signed=False` it sends only what each request carries (the access tests).
     """
     async with TestKafkaBroker(app.state.runtime.broker):
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            auth = SignedAsActor(app, default=user or "admin")
+            auth = SignedAsActor(app, default=user or "admin") if signed else None
             async with httpx.AsyncClient(transport=transport, base_url="http://test", auth=auth) as client:
                 yield client
 
@@ -157,13 +157,13 @@ def mint_token(
     return TokenCodec(secret, ttl_seconds=ttl_seconds, clock=clock).issue(principal)
 
 
-def token_for(app: FastAPI, user: str | Principal, *, ttl_seconds: int = 3600) -> str:
-    """A token the app accepts: its secret, its clock, its reference data, supervisors and admins."""
+def token_for(app: FastAPI, user: str | Principal, *, ttl_seconds: int = 3600, issued_at: datetime | None = None) -> str:
+    """A token the app accepts (unless issued too long ago): its secret, clock, reference data, supervisors, admins."""
     runtime = app.state.runtime
     settings = runtime.settings
     if not isinstance(user, Principal):
         user = principal_of(user, runtime.areas.city, supervisors=settings.auth_supervisors, admins=settings.auth_admins)
-    return runtime.auth.codec.issue(user, ttl_seconds=ttl_seconds)
+    return runtime.auth.codec.issue(user, ttl_seconds=ttl_seconds, now=issued_at)
 
 
 def as_user(app: FastAPI, user: str | Principal, **options: Any) -> dict[str, str]:

@@ -359,7 +359,7 @@ class Routing:
         principal: Principal | None = None,
     ) -> Outcome:
         """Run one command on one handoff: authorise, transition, audit, emit; raise HTTP errors after commit."""
-        error: HTTPException | None = None
+        error: Exception | None = None
         async with self.runtime.unit_of_work() as uow:
             handoff = await repo.get_handoff(uow.conn, handoff_id, for_update=True)
             if handoff is None:
@@ -380,7 +380,7 @@ class Routing:
                 refused = isinstance(rejected, Refused)
                 await repo.audit(uow.conn, at=now, actor=actor_id, action=action, handoff=handoff_id,
                                  allowed=not refused, reason=str(rejected) if refused else f"conflict: {rejected}")
-                error = HTTPException(403 if refused else 409, detail=str(rejected))
+                error = forbidden(str(rejected)) if refused else HTTPException(409, detail=str(rejected))
             else:
                 reason = "applied" if outcome.changed else "repeat: already done, same result"
                 await repo.audit(uow.conn, at=now, actor=actor_id, action=action, handoff=handoff_id, allowed=True,
@@ -504,7 +504,7 @@ class Routing:
 
     async def summon(self, incident_id: str, command: SummonDepartment, principal: Principal | None = None) -> Outcome:
         """SummonDepartment (dispatchers only) -> HandoffDispatched for the department's unit, co-operating."""
-        error: HTTPException | None = None
+        error: Exception | None = None
         async with self.runtime.unit_of_work() as uow:
             incident = await repo.get_incident(uow.conn, incident_id, for_update=True)
             if incident is None:
@@ -530,7 +530,7 @@ class Routing:
                 status = 403 if isinstance(rejected, Refused) else 409 if isinstance(rejected, Conflict) else 422
                 await repo.audit(uow.conn, at=now, actor=command.actor_id, action="summon", handoff=audited,
                                  allowed=status != 403, reason=f"{status}: {rejected}")
-                error = HTTPException(status, detail=str(rejected))
+                error = forbidden(str(rejected)) if status == 403 else HTTPException(status, detail=str(rejected))
             else:
                 if outcome.changed:
                     await self._dispatch(uow, outcome.handoff, None)

@@ -97,7 +97,7 @@ def authorize(principal: Principal, action: Action, scope: Scope, *, handoff_uni
         if principal.role is Role.ADMIN:
             return
         if principal.role is not Role.DISPATCHER or not in_area(principal, scope):
-            raise Forbidden(f"{principal.user_id} does not dispatch for {_where(scope)}")
+            raise Forbidden(f"{principal.user_id} is not a dispatcher for {_where(scope)}")
         return
     if action in SUPERVISOR_ACTIONS and principal.role is Role.SUPERVISOR:
         return

@@ -146,9 +146,11 @@ def resolve_principal(
 class AccessError(Exception):
     """A request refused for who is asking: 401 (who are you?) or 403 (not you, not here)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, principal: Principal | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        # Who it was, when that is known for sure (an expired but genuine token): for the audit trail.
+        self.principal = principal
 
 
 def unauthenticated(code: str, message: str) -> AccessError:
@@ -192,12 +194,13 @@ class TokenCodec:
             raise unauthenticated("token_invalid", "the bearer token is not signed by gridwhistle") from None
         if not isinstance(claims, dict) or claims.get("v") != TOKEN_VERSION or not isinstance(claims.get("exp"), int):
             raise unauthenticated("token_invalid", "the bearer token is not a gridwhistle access token")
-        if self.clock.now().timestamp() >= claims["exp"]:
-            raise unauthenticated("token_expired", "the bearer token has expired; sign in again")
         try:
-            return Principal.from_claims(claims)
+            principal = Principal.from_claims(claims)
         except ValueError as exc:
             raise unauthenticated("token_invalid", f"the bearer token's claims are unusable: {exc}") from None
+        if self.clock.now().timestamp() >= claims["exp"]:
+            raise AccessError(401, "token_expired", "the bearer token has expired; sign in again", principal)
+        return principal
 
 
 class InsecureAccessSettings(RuntimeError):
@@ -245,7 +248,12 @@ class Authenticator:
         """Verify a raw token (from a header or a cookie); the principal is noted for the audit trail."""
         if not token:
             raise unauthenticated("token_missing", "send a bearer token: Authorization: Bearer <token>")
-        principal = self.codec.verify(token)
+        try:
+            principal = self.codec.verify(token)
+        except AccessError as refused:
+            if refused.principal is not None:
+                audit.note_principal(refused.principal)
+            raise
         audit.note_principal(principal)
         return principal
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.deadline_policy import DeadlinePolicy
@@ -396,7 +396,7 @@ class PauseDeadline(BaseModel):
 
 
 class ResumeDeadline(BaseModel):
-    """Run a paused deadline's clock again."""
+    """Run a paused deadline's clock again; the body may be left out."""
 
     model_config = ConfigDict(extra="forbid")
     actor_id: str | None = _ACTOR
@@ -479,8 +479,10 @@ def command_router(
         return deadline_view(updated)
 
     @router.post("/deadlines/{deadline_id}/resume", summary="Run the clock again from where it stopped: a dispatcher of the area")
-    async def resume(deadline_id: str, command: ResumeDeadline, principal: Principal = caller) -> dict:
-        actor = acting_as(principal, command.actor_id)
+    async def resume(
+        deadline_id: str, command: ResumeDeadline | None = Body(default=None), principal: Principal = caller
+    ) -> dict:
+        actor = acting_as(principal, command.actor_id if command else None)
         async with runtime.unit_of_work() as uow:
             row = await repo.lock_deadline(uow.conn, deadline_id)
             if row is None:
