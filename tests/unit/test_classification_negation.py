@@ -8,10 +8,11 @@ a question. Rules alone (no model): these are properties of the taxonomy and the
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from contracts.vocabulary import Category, Urgency
-from services.classification.domain import Classifier
-from services.classification.model import load_taxonomy
+from services.classification.domain import Classifier, ModelOpinion, parse_taxonomy
+from services.classification.model import TAXONOMY_PATH, load_taxonomy
 
 RULES = Classifier(load_taxonomy())
 
@@ -140,7 +141,7 @@ def test_fraud_stays_urgent_while_money_may_still_move(text):
 
 
 class _StubModel:
-    """A model whose urgency head always says `urgent` and which has no category opinion of its own."""
+    """A model that always gives the same urgency probability and favours neighbour_dispute."""
 
     version = "model-stub"
 
@@ -148,8 +149,6 @@ class _StubModel:
         self.urgent = urgent
 
     def predict(self, text):
-        from services.classification.domain import ModelOpinion
-
         return ModelOpinion(probabilities={Category.OTHER: 0.05, Category.NEIGHBOUR_DISPUTE: 0.95}, urgent_probability=self.urgent)
 
 
@@ -165,8 +164,6 @@ def test_the_models_urgency_head_makes_an_unrecognised_emergency_urgent():
 def test_an_explicit_downgrade_wins_over_the_models_urgency_head():
     class FraudStub(_StubModel):
         def predict(self, text):
-            from services.classification.domain import ModelOpinion
-
             return ModelOpinion(probabilities={Category.TELECOM_FRAUD: 1.0}, urgent_probability=self.urgent)
 
     decision = Classifier(load_taxonomy(), FraudStub(0.9)).classify("接到冒充客服的诈骗电话，他没有转账，直接挂了")
@@ -178,10 +175,6 @@ def test_version_changes_with_the_rules_and_with_the_urgency_threshold():
     taxonomy = load_taxonomy()
     assert Classifier(taxonomy).version == f"{taxonomy.version}+rules-{taxonomy.fingerprint}"
     assert Classifier(taxonomy, model_urgency_threshold=0.5).version != Classifier(taxonomy).version
-    from services.classification.domain import parse_taxonomy
-    import yaml
-    from services.classification.model import TAXONOMY_PATH
-
     data = yaml.safe_load(TAXONOMY_PATH.read_text(encoding="utf-8"))
     data["categories"]["noise"]["keywords"].append("锣鼓")
     assert parse_taxonomy(data).fingerprint != taxonomy.fingerprint
