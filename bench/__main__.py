@@ -28,7 +28,7 @@ BENCHMARKS: dict[str, str] = {
 }
 PROFILES = ("short", "long")
 # The whole run is stopped after this long (a hang must not outlive CI); the processes it started are stopped.
-DEADLINE_MINUTES = {"short": 30, "long": 240}
+DEADLINE_MINUTES = {"short": 45, "long": 240}
 
 
 class BenchDeadline(KeyboardInterrupt):
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=None)
     parser.add_argument("--skip", nargs="*", choices=sorted(BENCHMARKS), default=[])
     parser.add_argument("--deadline-minutes", type=float, default=None,
-                        help="stop the run after this long (default: 30 short, 240 long)")
+                        help="stop the run after this long (default: 45 short, 240 long)")
     args = parser.parse_args(argv)
     selected = [name for name in (args.only or list(BENCHMARKS)) if name not in args.skip]
     results: list[Result] = []

@@ -504,10 +504,10 @@ def write_results(results: list[Result], directory: Path = RESULTS_DIR, failures
         )
     if results:
         lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results[0].versions.items())]
-    cpu = [f"- {r.bench} / {r.variant}: " + ", ".join(f"{k} {v:,.1f}" for k, v in r.cpu_per_process.items())
+    cpu = [f"- {r.bench} / {r.variant}: " + ", ".join(f"{k} {v:,.1f}" for k, v in r.cpu_per_process.items() if v >= 0.05)
            for r in results if r.cpu_per_process]
     if cpu:
-        lines += ["", "CPU seconds per process:", *cpu]
+        lines += ["", "CPU seconds per process (under 0.05 s left out; every figure in latest.jsonl):", *cpu]
     notes = [f"- {r.bench} / {r.variant}: {r.note}" for r in results if r.note]
     if notes:
         lines += ["", "Notes:", *notes]
