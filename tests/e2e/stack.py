@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from contracts.envelope import Envelope
 from contracts.events import CATALOGUE
 from infra.local import ServiceProcess, free_port
+from tests.support import mint_token
 
 SERVICES = ("intake", "classification", "routing", "sla_timer", "closure", "console")
 POLICY_AWARE = ("routing", "sla_timer")
@@ -31,6 +33,9 @@ class Stack:
     log_dir: Path
     policy_file: Path | None = None
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    # As in a deployment: one generated secret for every service, development mode off.
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    open311_api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def env_for(self, name: str) -> dict[str, str]:
         """The environment one service process runs with."""
@@ -40,7 +45,11 @@ class Stack:
             "GW_TOPIC_PREFIX": self.prefix,
             f"GW_{upper}_DATABASE_URL": self.databases[name],
             f"GW_{upper}_OUTBOX_POLL_SECONDS": "0.2",
+            "GW_AUTH_TOKEN_SECRET": self.secret,
+            "GW_AUTH_DEV_MODE": "0",
         }
+        if name == "intake":
+            env["GW_INTAKE_OPEN311_API_KEYS"] = json.dumps({self.open311_api_key: "e2e-city-app"})
         if self.policy_file and name in POLICY_AWARE:
             env[f"GW_{upper}_DEADLINE_POLICY"] = str(self.policy_file)
         if name == "console":  # started last, so the services it forwards to already have ports
@@ -60,6 +69,14 @@ class Stack:
     def url(self, name: str) -> str:
         """Base URL of a service."""
         return self.processes[name].url
+
+    def token(self, user: str, ttl_seconds: int = 3600) -> str:
+        """An access token for a demo user that this stack's services accept."""
+        return mint_token(user, secret=self.secret, ttl_seconds=ttl_seconds)
+
+    def as_user(self, user: str) -> dict[str, str]:
+        """Authorization headers for a request as `user`."""
+        return {"Authorization": f"Bearer {self.token(user)}"}
 
     def kill(self, name: str) -> None:
         """SIGKILL a service: no graceful shutdown, in-flight work is lost from memory."""

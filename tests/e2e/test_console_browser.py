@@ -185,11 +185,12 @@ async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_d
     assert present(dispatcher, item_selector(incident_id) + " .countdown[data-due]"), "the lead has not reported yet"
 
     async with httpx.AsyncClient(timeout=10) as client:
-        detail = (await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}")).json()
+        admin = stack.as_user("admin")
+        detail = (await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}", headers=admin)).json()
         for handoff in detail["handoffs"]:
             if handoff["handoff_id"] == handoff_id:
                 continue
-            unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{handoff['unit_id']}")).json()
+            unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{handoff['unit_id']}", headers=admin)).json()
             login = await client.post(f"{base}/api/v1/login", json={"user_id": unit["members"][0], "password": PASSWORD})
             acked = await client.post(f"{base}/api/v1/handoffs/{handoff['handoff_id']}/acknowledge",
                                       headers={"Authorization": f"Bearer {login.json()['token']}"})
@@ -245,7 +246,8 @@ async def a_breached_and_late_reported_incident(stack: Stack) -> str:
         await eventually(todays_breaches, lambda ids: incident_id in ids, timeout=45)
         detail = (await client.get(f"/api/v1/incidents/{incident_id}", headers=supervisor)).json()
         lead = next(h for h in detail["handoffs"] if h["role"] == "lead" and h["state"] == "dispatched")
-        unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{lead['unit_id']}")).json()
+        units = f"{stack.url('routing')}/api/v1/units"
+        unit = (await client.get(f"{units}/{lead['unit_id']}", headers=stack.as_user("admin"))).json()
         acked = await client.post(
             f"/api/v1/handoffs/{lead['handoff_id']}/acknowledge", headers=await bearer(unit["members"][0])
         )

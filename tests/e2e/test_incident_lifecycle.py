@@ -16,6 +16,7 @@ import pytest
 from contracts.reference import demo_city
 from contracts.topics import ROUTING_HANDOFFS, SLA_DEADLINES
 from tests.e2e.stack import Stack, eventually, read_topic
+from tests.support import mint_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -37,19 +38,19 @@ async def report(client: httpx.AsyncClient, stack: Stack, description: str) -> s
     response = await client.post(
         f"{stack.url('intake')}/api/v1/incidents",
         json=report_body(description),
-        headers={"Idempotency-Key": str(uuid.uuid4())},
+        headers={"Idempotency-Key": str(uuid.uuid4()), **stack.as_user(GRID_WORKER)},
     )
     assert response.status_code == 202, response.text
     return response.json()["incident_id"]
 
 
 async def intake_view(client: httpx.AsyncClient, stack: Stack, incident_id: str) -> dict:
-    response = await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}")
+    response = await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}", headers=stack.as_user(GRID_WORKER))
     return response.json() if response.status_code == 200 else {}
 
 
 async def member_of(client: httpx.AsyncClient, stack: Stack, unit_id: str) -> str:
-    unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{unit_id}")).json()
+    unit = (await client.get(f"{stack.url('routing')}/api/v1/units/{unit_id}", headers=stack.as_user(GRID_WORKER))).json()
     return unit["members"][0]
 
 
@@ -71,7 +72,8 @@ async def test_reported_incident_travels_to_closure_despite_killed_services(stac
         for handoff in handoffs:
             actor = await member_of(client, stack, handoff["unit_id"])
             acked = await client.post(
-                f"{stack.url('routing')}/api/v1/handoffs/{handoff['handoff_id']}/acknowledge", json={"actor_id": actor}
+                f"{stack.url('routing')}/api/v1/handoffs/{handoff['handoff_id']}/acknowledge",
+                json={"actor_id": actor}, headers=stack.as_user(actor),
             )
             assert acked.status_code in (200, 202), acked.text
 
@@ -94,6 +96,7 @@ async def test_reported_incident_travels_to_closure_despite_killed_services(stac
             resolved = await client.post(
                 f"{stack.url('routing')}/api/v1/handoffs/{handoff['handoff_id']}/resolve",
                 json={"actor_id": actor, "disposition": "resolved", "note": "双方已分开，伤者送医"},
+                headers=stack.as_user(actor),
             )
             assert resolved.status_code in (200, 202), resolved.text
         stack.restart("closure")
@@ -105,7 +108,7 @@ async def test_reported_incident_travels_to_closure_despite_killed_services(stac
         )
         verified = await client.post(
             f"{stack.url('closure')}/api/v1/incidents/{incident_id}/verification",
-            json={"actor_id": GRID_WORKER, "confirmed": True},
+            json={"actor_id": GRID_WORKER, "confirmed": True}, headers=stack.as_user(GRID_WORKER),
         )
         assert verified.status_code in (200, 202), verified.text
         await eventually(
@@ -116,6 +119,7 @@ async def test_reported_incident_travels_to_closure_despite_killed_services(stac
         feedback = await client.post(
             f"{stack.url('closure')}/api/v1/incidents/{incident_id}/feedback",
             json={"actor_id": GRID_WORKER, "satisfaction": "satisfied", "comment": "处理及时"},
+            headers=stack.as_user(GRID_WORKER),
         )
         assert feedback.status_code in (200, 202), feedback.text
 
@@ -163,7 +167,9 @@ async def test_unacknowledged_general_incident_breaches_once_and_escalates(stack
 
 
 async def _deadlines(client: httpx.AsyncClient, stack: Stack, incident_id: str) -> list[dict]:
-    response = await client.get(f"{stack.url('sla_timer')}/api/v1/deadlines", params={"incident_id": incident_id})
+    response = await client.get(
+        f"{stack.url('sla_timer')}/api/v1/deadlines", params={"incident_id": incident_id}, headers=stack.as_user("sup-1")
+    )
     if response.status_code != 200:
         return []
     body = response.json()
@@ -171,5 +177,33 @@ async def _deadlines(client: httpx.AsyncClient, stack: Stack, incident_id: str) 
 
 
 async def _closure_view(client: httpx.AsyncClient, stack: Stack, incident_id: str) -> dict:
-    response = await client.get(f"{stack.url('closure')}/api/v1/incidents/{incident_id}")
+    response = await client.get(f"{stack.url('closure')}/api/v1/incidents/{incident_id}", headers=stack.as_user(GRID_WORKER))
     return response.json() if response.status_code == 200 else {}
+
+
+async def test_the_services_accept_the_consoles_tokens_and_refuse_development_ones(stack: Stack):
+    async with httpx.AsyncClient(timeout=10) as client:
+        signed_in = await client.post(
+            f"{stack.url('console')}/api/v1/login", json={"user_id": "cmd-D01-1", "password": "gridwhistle"}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        console_token = {"Authorization": f"Bearer {signed_in.json()['token']}"}
+        queue = await client.get(f"{stack.url('routing')}/api/v1/command-centres/D01/queue", headers=console_token)
+        assert queue.status_code == 200, queue.text
+        # Signed with the development secret: worthless outside dev mode, and the attempt is on record.
+        dev = {"Authorization": f"Bearer {mint_token(GRID_WORKER)}"}
+        attempt = await client.post(
+            f"{stack.url('intake')}/api/v1/incidents", json=report_body("开发环境的令牌"), headers=dev
+        )
+        assert attempt.status_code == 401 and attempt.json()["code"] == "token_invalid"
+        for name in ("intake", "classification", "routing", "sla_timer", "closure"):
+            assert (await client.get(f"{stack.url(name)}/health")).status_code == 200  # probes stay open
+            assert (await client.get(f"{stack.url(name)}/metrics")).status_code == 200
+        open311 = await client.post(
+            f"{stack.url('intake')}/open311/v2/requests.json",
+            data={"service_code": "noise", "lat": "28.12", "long": "112.92", "description": "广场舞噪音",
+                  "attribute[reporter_id]": GRID_WORKER, "api_key": stack.open311_api_key},
+        )
+        assert open311.status_code == 201, open311.text
+        demo_key = await client.get(f"{stack.url('intake')}/open311/v2/requests.json", params={"api_key": "demo-open311-key"})
+        assert demo_key.status_code == 403  # the demo key exists in dev mode only

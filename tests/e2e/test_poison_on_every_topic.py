@@ -106,13 +106,13 @@ async def test_every_consumer_group_dead_letters_malformed_records_and_keeps_flo
                 "description": "楼道里堆满纸箱，有火灾隐患",
                 "location": {"latitude": grid.latitude, "longitude": grid.longitude, "address": "东城区幸福路8号"},
             },
-            headers={"Idempotency-Key": str(uuid.uuid4())},
+            headers={"Idempotency-Key": str(uuid.uuid4()), **stack.as_user(grid.grid_worker_ids[0])},
         )
         assert response.status_code == 202, response.text
         incident_id = response.json()["incident_id"]
 
         async def view() -> dict:
-            answer = await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}")
+            answer = await client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}", headers=stack.as_user("admin"))
             return answer.json() if answer.status_code == 200 else {}
 
         await eventually(

@@ -58,7 +58,7 @@ async def report_and_wait_for_dispatch(client: httpx.AsyncClient, stack: Stack, 
     """Report an incident through intake and wait until it is dispatched; return its id."""
     created = await client.post(
         f"{stack.url('intake')}/api/v1/incidents",
-        headers={"Idempotency-Key": idempotency_key},
+        headers={"Idempotency-Key": idempotency_key, **stack.as_user("W0001")},
         json={
             "grid_id": "G0001",
             "reporter_id": "W0001",
@@ -69,7 +69,7 @@ async def report_and_wait_for_dispatch(client: httpx.AsyncClient, stack: Stack, 
     assert created.status_code == 202
     incident_id = created.json()["incident_id"]
     await eventually(
-        lambda: client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}"),
+        lambda: client.get(f"{stack.url('intake')}/api/v1/incidents/{incident_id}", headers=stack.as_user("W0001")),
         lambda r: r.json().get("status") == "dispatched",
         what="the incident dispatched",
     )
