@@ -4,7 +4,8 @@
 it starts a local broker (data in .run/kafka, port GRIDWHISTLE_KAFKA_PORT or
 9092); GRIDWHISTLE_SERVICES=intake,routing runs only those services; each service gets a SQLite database in .run/data and a log in .run/logs.
 Ctrl-C or SIGTERM stops everything; a service that dies stops everything too,
-with a nonzero exit.
+with a nonzero exit. The services run in development access mode (GW_AUTH_DEV_MODE=1):
+they accept tokens signed with the development secret and the demo Open311 key.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ KAFKA_DATA_DIR = RUN_DIR / "kafka"
 DATA_DIR = RUN_DIR / "data"
 LOG_DIR = RUN_DIR / "logs"
 
-# Grid G0001 of the demo city, reported by its grid worker W0001.
+# Grid G0001 of the demo city, reported by its grid worker W0001 (the token's user).
 EXAMPLE_INCIDENT = (
-    '{"grid_id": "G0001", "reporter_id": "W0001", "description": "楼下有人打架，有人流血", '
+    '{"grid_id": "G0001", "description": "楼下有人打架，有人流血", '
     '"location": {"latitude": 28.10795, "longitude": 112.932143, "address": "幸福路8号"}}'
 )
 DEMO_ACTORS = (
@@ -51,6 +52,8 @@ DEMO_ACTORS = (
     ("health department D01, unit U-HEALTH-D01", "health-D01-1"),
     ("station duty desk, unit U-DESK-S0101", "desk-S0101-1"),
     ("district command centre, unit U-CMD-D01", "cmd-D01-1"),
+    ("supervisor", "sup-1"),
+    ("admin", "admin"),
 )
 
 
@@ -72,6 +75,8 @@ def service_env(name: str, port: int, bootstrap: str) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         prefix + "DATABASE_URL": f"sqlite+aiosqlite:///{DATA_DIR / f'{name}.db'}",
         prefix + "HTTP_PORT": str(port),
+        # A laptop: the development token secret and the demo Open311 key are accepted.
+        "GW_AUTH_DEV_MODE": os.environ.get("GW_AUTH_DEV_MODE", "1"),
     }
 
 
@@ -110,15 +115,19 @@ def banner(bootstrap: str, broker: LocalKafka | None, services: list[ServiceProc
         lines.append(f"  {name:<15} {'(not started)':<26} services/{name}/__main__.py does not exist yet")
     if any(svc.name == "intake" for svc in services):
         intake = next(svc for svc in services if svc.name == "intake")
+        python = _rel(Path(sys.executable))
         lines += [
             "",
-            "Report an incident:",
-            f"  curl -X POST {intake.url}/api/v1/incidents \\",
+            "Report an incident as the grid worker W0001 (every /api call needs a token):",
+            f"  TOKEN=$({python} -m services.runtime.auth token W0001)",
+            f"  curl -X POST {intake.url}/api/v1/incidents -H \"Authorization: Bearer $TOKEN\" \\",
             "    -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' \\",
             f"    -d '{EXAMPLE_INCIDENT}'",
-            f"  curl {intake.url}/api/v1/incidents/<incident_id>    # dispatched within a second or two",
+            f"  curl -H \"Authorization: Bearer $TOKEN\" {intake.url}/api/v1/incidents/<incident_id>"
+            "    # dispatched within a second or two",
             "",
-            "Demo actors (actor_id in request bodies; see README for every endpoint):",
+            "Demo users: a token from the command above, or the console's sign-in (password gridwhistle);",
+            "the actor is the token's user (see README, Access):",
             *(f"  {actor:<14} {who}" for who, actor in DEMO_ACTORS),
         ]
     lines += ["", f"Databases: {_rel(DATA_DIR)}/<service>.db    Ctrl-C stops everything.", rule]

@@ -447,11 +447,12 @@ def next_candidate(
 
 
 def reassign(
-    index: RoutingIndex, handoff: Handoff, actor_id: str, to_unit_id: str, now: datetime, *, sequence: str
+    index: RoutingIndex, handoff: Handoff, actor_id: str, to_unit_id: str, now: datetime, *, sequence: str,
+    admin: bool = False,
 ) -> Outcome:
-    """A dispatcher moves the handoff to another unit; the new handoff keeps the old due instant."""
+    """A dispatcher (or an admin) moves the handoff to another unit; the new handoff keeps the old due instant."""
     route = index.route(handoff.grid_id)
-    if not index.is_dispatcher_for(actor_id, route):
+    if not admin and not index.is_dispatcher_for(actor_id, route):
         raise Refused(
             f"actor {actor_id} is not a dispatcher for grid {handoff.grid_id} "
             "(member of its station duty desk or district command centre)"
@@ -499,14 +500,15 @@ def summon_department(
     closed: bool,
     now: datetime,
     report_due_at: datetime,
+    admin: bool = False,
 ) -> Outcome:
-    """A dispatcher adds a department to the whistle (增派): its district unit joins as co-operating.
+    """A dispatcher (or an admin) adds a department to the whistle (增派): its district unit joins as co-operating.
 
     Its report clock starts now, at dispatch. A unit already working the incident (open handoff,
     any role but a rung of the ladder) or summoned this way before is returned unchanged.
     """
     route = index.route(grid_id)
-    if not index.is_dispatcher_for(actor_id, route):
+    if not admin and not index.is_dispatcher_for(actor_id, route):
         raise Refused(
             f"actor {actor_id} is not a dispatcher for grid {grid_id} "
             "(member of its station duty desk or district command centre)"

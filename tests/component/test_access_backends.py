@@ -257,6 +257,10 @@ async def test_routing_lets_only_the_summoned_unit_act_and_dispatchers_of_the_ar
             done = await client.post(f"/api/v1/handoffs/{handoff}/acknowledge", headers=as_user(app, "A00011"))
             assert done.status_code == 200 and done.json()["acknowledged_by"] == "A00011", done.text
             accepted_row(await audit_rows(app, f"handoff:{handoff}"), "A00011", "responder", "acknowledge")
+            # Admins dispatch anywhere, as the console lets them.
+            summoned = await client.post(f"/api/v1/incidents/{incident}/summon", json=summon, headers=as_user(app, "admin"))
+            assert summoned.status_code == 200 and summoned.json()["unit_id"] == "U-CIVIL_AFFAIRS-D01", summoned.text
+            accepted_row(await audit_rows(app, f"incident:{incident}"), "admin", "admin", "summon")
 
 
 # --- sla_timer -----------------------------------------------------------------------------------
