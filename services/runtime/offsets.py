@@ -47,9 +47,9 @@ class OffsetCommitter:
         self._last_commit = monotonic()
         self._lock = asyncio.Lock()
 
-    async def record_done(self) -> None:
-        """Count one finished record; commit when enough records or time went by."""
-        self._since_commit += 1
+    async def records_done(self, n: int = 1) -> None:
+        """Count finished records; commit when enough records or time went by."""
+        self._since_commit += n
         if self._since_commit >= self._every or self._monotonic() - self._last_commit >= self._interval:
             await self.commit()
 

@@ -50,7 +50,11 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._cm: Any = None
         self.conn: AsyncConnection
+        # What the current step (one consumed record, or the whole transaction) emitted. The outbox
+        # rows are written from these lists in one statement just before the commit, so a caller
+        # that undoes a step (a rolled-back savepoint) removes what it emitted from the list.
         self.emitted: list[Envelope] = []
+        self._emitted_before: list[Envelope] = []
         self._after_commit: list[Callable[[], None]] = []
         # (topic, partition) of the record being consumed in this transaction; None for HTTP commands.
         self.source: tuple[str, int] | None = None
@@ -66,8 +70,14 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self.all_emitted:
+            try:
+                await self.conn.execute(self._outbox.insert(), self._rows(self.all_emitted))
+            except BaseException as failure:
+                await self._cm.__aexit__(type(failure), failure, failure.__traceback__)
+                raise
         await self._cm.__aexit__(exc_type, exc, tb)
-        if exc_type is None and self.emitted and self._on_commit:
+        if exc_type is None and self.all_emitted and self._on_commit:
             self._on_commit()
         if exc_type is None:
             for callback in self._after_commit:
@@ -76,6 +86,26 @@ class UnitOfWork:
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once this transaction has committed; never if it rolls back."""
         self._after_commit.append(callback)
+
+    @property
+    def all_emitted(self) -> list[Envelope]:
+        """Every event this transaction emitted, across its steps."""
+        return [*self._emitted_before, *self.emitted]
+
+    def next_step(self) -> None:
+        """Start the next record of a batch: `emitted` then lists only what that record emits."""
+        self._emitted_before.extend(self.emitted)
+        self.emitted = []
+
+    async def claim_many(self, consumer: str, event_ids: list[str]) -> set[str]:
+        """Record that `consumer` processed these events in one statement; return the ids new to it."""
+        if not event_ids:
+            return set()
+        now = self._clock.now()
+        stmt = insert_ignoring_conflicts(self.conn, self._processed).returning(self._processed.c.event_id)
+        rows = [{"consumer": consumer, "event_id": event_id, "processed_at": now} for event_id in dict.fromkeys(event_ids)]
+        result = await self.conn.execute(stmt, rows)
+        return {row.event_id for row in result}
 
     async def claim(self, consumer: str, event_id: str) -> bool:
         """Record that `consumer` processed `event_id`; False means it already did (a duplicate)."""
@@ -87,10 +117,11 @@ class UnitOfWork:
 
     async def emit(self, *envelopes: Envelope) -> None:
         """Stage events in the outbox; they are published only after this transaction commits."""
-        if not envelopes:
-            return
+        self.emitted.extend(envelopes)
+
+    def _rows(self, envelopes: list[Envelope]) -> list[dict[str, Any]]:
         now = self._clock.now()
-        rows = [
+        return [
             {
                 "event_id": str(env.id),
                 "event_type": env.type,
@@ -102,8 +133,6 @@ class UnitOfWork:
             }
             for env in envelopes
         ]
-        await self.conn.execute(self._outbox.insert(), rows)
-        self.emitted.extend(envelopes)
 
 
 class OutboxRelay:

@@ -157,3 +157,6 @@ class ServiceSettings(KafkaClientSettings, AccessSettings):
     # this many records, and at least this often while records are processed.
     commit_every_records: int = Field(default=100, ge=1)
     commit_interval_seconds: float = Field(default=0.2, gt=0)
+    # Records handled in one transaction at most, and how long an idle consumer waits for more.
+    consumer_batch_max_records: int = Field(default=100, ge=1, le=10_000)
+    consumer_poll_ms: int = Field(default=10, ge=1, le=1000)

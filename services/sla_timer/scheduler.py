@@ -52,6 +52,7 @@ class DeadlineScheduler:
         self._metrics = metrics
         self._wake = asyncio.Event()
         self._sleeping_until: datetime | None = None
+        self._armed_during_round: datetime | None = None
         self._gauge_refreshed = float("-inf")
 
     @property
@@ -65,7 +66,12 @@ class DeadlineScheduler:
 
     def armed(self, fire_at: datetime) -> None:
         """A deadline now needs the scheduler at `fire_at`; wake it if it sleeps past that."""
-        if self._sleeping_until is None or fire_at < self._sleeping_until:
+        if self._sleeping_until is None:
+            # Awake: the end of this round takes it into account. Waking on every arm would spin
+            # the loop (and its queries) once per consumed dispatch under load.
+            if self._armed_during_round is None or fire_at < self._armed_during_round:
+                self._armed_during_round = fire_at
+        elif fire_at < self._sleeping_until:
             self._wake.set()
 
     async def fire_due(self, now: datetime) -> int:
@@ -167,6 +173,7 @@ class DeadlineScheduler:
         while True:
             # Awake: any deadline armed from now on wakes the next sleep at once.
             self._sleeping_until = None
+            self._armed_during_round = None
             self._wake.clear()
             fired_up_to = clock.now()
             await self.fire_due(fired_up_to)
@@ -179,9 +186,13 @@ class DeadlineScheduler:
             if upcoming is None:
                 delay = max_sleep
             elif upcoming <= fired_up_to:
-                delay = _CONTENDED_PAUSE_SECONDS  # due, yet not fired by us: another replica holds it
+                # Due, yet not fired by us: another replica holds it, or its partition's consumer
+                # has not caught up with the due instant yet.
+                delay = _CONTENDED_PAUSE_SECONDS
             else:
                 delay = min(max_sleep, max((upcoming - clock.now()).total_seconds(), 0.0))
+            if self._armed_during_round is not None:
+                delay = min(delay, max((self._armed_during_round - clock.now()).total_seconds(), 0.0))
             self._sleeping_until = clock.now() + timedelta(seconds=delay)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)

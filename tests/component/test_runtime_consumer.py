@@ -161,3 +161,77 @@ async def test_event_types_without_handler_are_acknowledged_and_ignored(engine):
     consumer._handlers.clear()
     assert await consumer.process(record(reported().encode())) == "ignored"
     assert await count_effects(engine) == 0
+
+
+# --- batches: one transaction for the fetched records, record by record when one fails ------------
+
+
+async def test_a_batch_is_processed_in_order_with_its_duplicates_once_and_positions_advanced(engine):
+    consumer = make_consumer(engine, write_effect, DeadLetters())
+    first, second = reported(), reported()
+    already = reported()
+    assert await consumer.process(record(already.encode(), 0)) == "processed"
+
+    outcomes = await consumer.process_batch(
+        [record(first.encode(), 1), record(second.encode(), 2), record(first.encode(), 3), record(already.encode(), 4)]
+    )
+
+    assert outcomes == ["processed", "processed", "duplicate", "duplicate"]
+    assert await count_effects(engine) == 3
+    assert consumer.positions[("topic", 0)] == 5
+
+
+async def test_a_poison_record_in_a_batch_is_dead_lettered_and_its_neighbours_commit(engine):
+    dead_letters = DeadLetters()
+    consumer = make_consumer(engine, write_effect, dead_letters)
+
+    outcomes = await consumer.process_batch([record(reported().encode(), 0), record(b"{not json", 1), record(reported().encode(), 2)])
+
+    assert outcomes == ["processed", "dead_lettered", "processed"]
+    assert await count_effects(engine) == 2
+    [(_, _, value, headers)] = dead_letters.records
+    assert value == b"{not json" and headers[HEADER_DLQ_REASON] == "not_json"
+
+
+async def test_a_handler_failing_in_a_batch_rolls_the_batch_back_and_only_that_record_is_dead_lettered(engine):
+    dead_letters = DeadLetters()
+    bad = reported("坏记录")
+
+    async def fail_on_one(uow: UnitOfWork, envelope: Envelope) -> None:
+        await write_effect(uow, envelope)
+        if envelope.id == bad.id:
+            raise ValueError("cannot handle this one")
+
+    consumer = make_consumer(engine, fail_on_one, dead_letters, attempts=2)
+    outcomes = await consumer.process_batch([record(reported().encode(), 0), record(bad.encode(), 1), record(reported().encode(), 2)])
+
+    assert outcomes == ["processed", "dead_lettered", "processed"]
+    assert await count_effects(engine) == 2  # the failed record's own write rolled back with it
+    assert [h[HEADER_DLQ_REASON] for *_, h in dead_letters.records] == ["handler_failed"]
+
+
+async def test_an_infrastructure_failure_in_a_batch_commits_nothing_and_raises_for_redelivery(engine):
+    async def database_gone(uow: UnitOfWork, envelope: Envelope) -> None:
+        await write_effect(uow, envelope)
+        raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+
+    consumer = make_consumer(engine, database_gone, DeadLetters())
+    with pytest.raises(OperationalError):
+        await consumer.process_batch([record(reported().encode(), 0), record(reported().encode(), 1)])
+    assert await count_effects(engine) == 0
+    assert consumer.positions == {}
+
+
+async def test_events_emitted_by_a_batch_are_staged_in_order_and_undone_with_a_rolled_back_step(engine):
+    async def emit_and_undo_odd(uow: UnitOfWork, envelope: Envelope) -> None:
+        await uow.emit(envelope)
+        if envelope.data.description.endswith("撤"):
+            del uow.emitted[:]  # what a handler does when a savepoint of its step rolled back
+
+    consumer = make_consumer(engine, emit_and_undo_odd, DeadLetters())
+    kept, undone, last = reported("甲"), reported("乙撤"), reported("丙")
+    await consumer.process_batch([record(e.encode(), i) for i, e in enumerate((kept, undone, last))])
+
+    async with engine.connect() as conn:
+        staged = (await conn.execute(select(tables[0].c.event_id).order_by(tables[0].c.id))).scalars().all()
+    assert staged == [str(kept.id), str(last.id)]
