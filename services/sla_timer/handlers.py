@@ -106,9 +106,9 @@ class DeadlineKeeper:
             "source_topic": uow.source[0] if uow.source else None,
             "source_partition": uow.source[1] if uow.source else None,
         }
-        if not await repo.insert_deadline(uow.conn, **row):
+        stored = await repo.insert_deadline_returning(uow.conn, **row)
+        if stored is None:
             return False
-        stored = await repo.get_deadline(uow.conn, row["id"])
         await uow.emit(facts.armed(stored, now=self._runtime.clock.now(), cause=cause))
         uow.after_commit(lambda: self._scheduler.armed(fire_at))
         uow.after_commit(lambda: self._metrics.armed.labels(urgency.value, kind.value).inc())
@@ -190,9 +190,9 @@ class DeadlineKeeper:
     async def on_dispatched(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """Arm the report clock at the dispatch's own report_due_at (it started at dispatch)."""
         dispatch: HandoffDispatched = envelope.data  # type: ignore[assignment]
-        if await repo.is_closed(uow.conn, dispatch.incident_id):
+        closed, early = await repo.dispatch_context(uow.conn, dispatch.incident_id, dispatch.handoff_id)
+        if closed:
             return
-        early = await repo.get_early_fact(uow.conn, dispatch.handoff_id)
         if early is None:
             await self.arm(
                 uow,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, and_, func, or_, select, update
+from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.runtime.db import UTCDateTime, insert_ignoring_conflicts
@@ -102,6 +102,12 @@ async def insert_deadline(conn: AsyncConnection, **row: Any) -> bool:
     """Store a new deadline; False if one with this id already exists (a redelivery)."""
     result = await conn.execute(insert_ignoring_conflicts(conn, deadlines).values(**row))
     return result.rowcount == 1
+
+
+async def insert_deadline_returning(conn: AsyncConnection, **row: Any) -> Any | None:
+    """Store a new deadline and return it as stored; None if one with this id already exists."""
+    stmt = insert_ignoring_conflicts(conn, deadlines).values(**row).returning(*deadlines.c)
+    return (await conn.execute(stmt)).first()
 
 
 async def get_deadline(conn: AsyncConnection, deadline_id: str) -> Any | None:
@@ -349,6 +355,17 @@ async def record_early_fact(
 async def record_closed(conn: AsyncConnection, incident_id: str, at: datetime) -> None:
     """Remember that an incident is closed."""
     await conn.execute(insert_ignoring_conflicts(conn, closed_incidents).values(incident_id=incident_id, closed_at=at))
+
+
+async def dispatch_context(conn: AsyncConnection, incident_id: str, handoff_id: str) -> tuple[bool, Any | None]:
+    """(is the incident closed, what was consumed about the handoff before its dispatch), in one query."""
+    closed = select(closed_incidents.c.incident_id).where(closed_incidents.c.incident_id == incident_id).exists()
+    one = select(literal(1).label("one")).subquery()
+    stmt = select(closed.label("closed"), early_handoff_facts).select_from(
+        one.outerjoin(early_handoff_facts, early_handoff_facts.c.handoff_id == handoff_id)
+    )
+    row = (await conn.execute(stmt)).one()
+    return bool(row.closed), (row if row.handoff_id is not None else None)
 
 
 async def is_closed(conn: AsyncConnection, incident_id: str) -> bool:
