@@ -175,6 +175,19 @@ async def fire_if_armed(conn: AsyncConnection, deadline_id: str, *, at: datetime
     return result.rowcount == 1
 
 
+async def fire_many_if_armed(conn: AsyncConnection, deadline_ids: list[str], *, at: datetime) -> set[str]:
+    """Mark the armed ones among these deadlines fired, in one statement; return the ids it fired."""
+    if not deadline_ids:
+        return set()
+    result = await conn.execute(
+        update(deadlines)
+        .where(deadlines.c.id.in_(deadline_ids), deadlines.c.state == _ARMED)
+        .values(state=DeadlineState.FIRED.value, fired_at=at, next_fire_at=None, next_warning_at=None)
+        .returning(deadlines.c.id)
+    )
+    return {row.id for row in result}
+
+
 async def record_warning_if_armed(
     conn: AsyncConnection,
     deadline_id: str,

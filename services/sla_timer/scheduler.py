@@ -102,25 +102,29 @@ class DeadlineScheduler:
         after_commit: list[Any] = []
         async with self._runtime.unit_of_work() as uow:
             rows = await repo.claim_due(uow.conn, now, self._settings.fire_batch_size, watermarks, watched)
+            breaches = []
             for row in rows:
                 mark = watermarks.get((row.source_topic, row.source_partition)) if row.source_topic in watched else None
                 # What is due is judged at the instant up to which the awaited fact would have been
                 # seen; the firing itself is stamped with the real time.
                 as_seen = min(now, mark) if mark is not None else now
-                await self._fire_one(uow, row, now, after_commit, as_seen)
+                plan = plan_firing(row.due_at, row.window_seconds, self._fractions, max(row.warnings_sent, default=0.0), as_seen)
+                if plan.breach:
+                    breaches.append(row)
+                else:
+                    await self._warn_one(uow, row, plan, now, after_commit)
+            # One conditional UPDATE for every breach of the batch: still exactly once per deadline.
+            fired = await repo.fire_many_if_armed(uow.conn, [row.id for row in breaches], at=now)
+            for row in breaches:
+                if row.id in fired:
+                    await uow.emit(facts.breached(row, now=now))
+                    after_commit.append(lambda row=row: self.count_breach(row, now))
             sent = len(uow.emitted)
         for record in after_commit:
             record()
         return len(rows), sent
 
-    async def _fire_one(self, uow: UnitOfWork, row: Any, now: datetime, after_commit: list[Any], as_seen: datetime) -> None:
-        handled = max(row.warnings_sent, default=0.0)
-        plan = plan_firing(row.due_at, row.window_seconds, self._fractions, handled, as_seen)
-        if plan.breach:
-            if await repo.fire_if_armed(uow.conn, row.id, at=now):
-                await uow.emit(facts.breached(row, now=now))
-                after_commit.append(lambda: self.count_breach(row, now))
-            return
+    async def _warn_one(self, uow: UnitOfWork, row: Any, plan: Any, now: datetime, after_commit: list[Any]) -> None:
         if plan.warning_fraction is None:
             # Only reachable when warnings were disabled after rows were armed with warning instants.
             await repo.record_warning_if_armed(
