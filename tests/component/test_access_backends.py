@@ -8,6 +8,7 @@ with 401/403 and a JSON error, changes nothing in the service's database, and le
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import timedelta
@@ -71,6 +72,20 @@ async def state_of(app: Any) -> dict[str, list[str]]:
     return out
 
 
+async def settled(app: Any, quiet_for: float = 0.3, timeout: float = 20.0) -> None:
+    """Wait until the service's consumers are done with what the setup published (the state holds still)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = await state_of(app)
+    while loop.time() < deadline:
+        await asyncio.sleep(quiet_for)
+        now = await state_of(app)
+        if now == last:
+            return
+        last = now
+    raise AssertionError("the service kept changing its state")
+
+
 async def refused(
     app: Any,
     client: httpx.AsyncClient,
@@ -127,6 +142,7 @@ async def test_intake_takes_reports_only_from_the_grids_worker_and_shows_them_on
             "desk-S0101-1": "forbidden",  # a dispatcher
             "admin": "forbidden",  # admins see everything but report nothing
         }
+        await settled(app)
         await refused_for_everyone_but(app, client, "POST", "/api/v1/incidents", rightful="W0001", others=others, json=REPORT)
         await refused(
             app, client, "POST", "/api/v1/incidents", json={**REPORT, "reporter_id": "W0002"},
@@ -155,6 +171,7 @@ async def test_open311_needs_a_configured_api_key_to_file_and_a_key_or_staff_tok
     form = {"service_code": "noise", "lat": "28.12", "long": "112.92", "description": "广场舞噪音", "attribute[reporter_id]": "W0001"}
     async with running(app, signed=False) as client:
         path = "/open311/v2/requests.json"
+        await settled(app)
         without = await refused(app, client, "POST", path, headers={}, status=401, code=None, actor="", data=form)
         assert without.json()[0]["code"] == 401  # the GeoReport error shape
         await refused(app, client, "POST", path, headers={}, status=403, code=None, actor="", data={**form, "api_key": "guess"})
@@ -186,6 +203,7 @@ async def test_classification_lets_only_a_dispatcher_of_the_area_reclassify(tmp_
         report = reported("小区垃圾堆放很臭")  # grid G0001: district D01, station S0101
         await publish(app, report)
         await wait_for(lambda: outbox_envelopes(app))
+        await settled(app)
         path = f"/api/v1/incidents/{report.subject}/reclassify"
         body = {"category": "fire", "urgency": "urgent", "reason": "有烟"}
         others = {
@@ -219,6 +237,7 @@ async def test_routing_lets_only_the_summoned_unit_act_and_dispatchers_of_the_ar
         incident = new_incident()
         await harness.classify(incident, Category.VIOLENCE, Urgency.URGENT)  # G0001: police lead, health co-op
         handoff = (await harness.handoff_of(incident, "U-POL-P0001"))["handoff_id"]
+        await settled(app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://routing") as client:
             others = {
                 "health-D01-1": "forbidden",  # summoned too, but another unit
@@ -273,6 +292,7 @@ async def test_sla_timer_lets_only_a_dispatcher_of_the_area_pause_or_resume(tmp_
         incident, handoff = new_ids()
         await sla.publish(dispatched(incident, handoff, clock.now()), incident_id=incident)  # U-POL-P0001, S0101
         [row] = (await sla.http.get("/api/v1/deadlines", params={"incident_id": incident})).json()
+        await settled(app)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sla") as client:
             others = {
                 "P0001": "forbidden",  # the summoned unit itself
@@ -307,6 +327,7 @@ async def test_closure_lets_only_the_reporter_the_grids_worker_or_a_supervisor_v
     async with running(app, signed=False) as client:
         incident = Incident(app, clock)
         await incident.resolved_by_the_lead()  # grid G0001, reported by W0002 through the city app
+        await settled(app)
         verification = f"/api/v1/incidents/{incident.id}/verification"
         others = {
             "W0003": "forbidden",  # another grid's worker
