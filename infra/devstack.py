@@ -2,7 +2,9 @@
 
 ``make run`` calls ``python -m infra.devstack``. Without KAFKA_BOOTSTRAP_SERVERS
 it starts a local broker (data in .run/kafka, port GRIDWHISTLE_KAFKA_PORT or
-9092); GRIDWHISTLE_SERVICES=intake,routing runs only those services; each service gets a SQLite database in .run/data and a log in .run/logs.
+9092); GRIDWHISTLE_SERVICES=intake,routing runs only those services; each service gets a SQLite
+database in .run/data and a log in .run/logs (GRIDWHISTLE_RUN_DIR moves .run, and
+GRIDWHISTLE_PORT_OFFSET moves every HTTP port, e.g. for a second stack beside the first).
 Ctrl-C or SIGTERM stops everything; a service that dies stops everything too,
 with a nonzero exit. The services run in development access mode (GW_AUTH_DEV_MODE=1):
 they accept tokens signed with the development secret and the demo Open311 key.
@@ -36,7 +38,10 @@ SERVICES: tuple[tuple[str, int], ...] = (
     ("console", 8080),
 )
 
-RUN_DIR = REPO_ROOT / ".run"
+# Where the stack keeps its state, and how far its HTTP ports are moved from the defaults above:
+# both exist so a test can run a second stack beside a developer's own.
+RUN_DIR = Path(os.environ.get("GRIDWHISTLE_RUN_DIR", str(REPO_ROOT / ".run")))
+PORT_OFFSET = int(os.environ.get("GRIDWHISTLE_PORT_OFFSET", "0"))
 KAFKA_DATA_DIR = RUN_DIR / "kafka"
 DATA_DIR = RUN_DIR / "data"
 LOG_DIR = RUN_DIR / "logs"
@@ -71,25 +76,29 @@ def _rel(path: Path) -> str:
 def service_env(name: str, port: int, bootstrap: str) -> dict[str, str]:
     """The environment one service gets in the dev stack."""
     prefix = f"GW_{name.upper()}_"
-    return {
+    env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         prefix + "DATABASE_URL": f"sqlite+aiosqlite:///{DATA_DIR / f'{name}.db'}",
         prefix + "HTTP_PORT": str(port),
         # A laptop: the development token secret and the demo Open311 key are accepted.
         "GW_AUTH_DEV_MODE": os.environ.get("GW_AUTH_DEV_MODE", "1"),
     }
+    if name == "console":
+        # The console forwards actions to the owners' HTTP APIs, wherever this stack put them.
+        for backend, default_port in SERVICES:
+            if backend != "console":
+                env[f"GW_CONSOLE_{backend.upper()}_URL"] = f"http://127.0.0.1:{default_port + PORT_OFFSET}"
+    return env
 
 
 def selected_services() -> list[tuple[str, int]]:
     """SERVICES, or the subset named in GRIDWHISTLE_SERVICES (comma-separated)."""
     wanted = [n.strip() for n in os.environ.get("GRIDWHISTLE_SERVICES", "").split(",") if n.strip()]
-    if not wanted:
-        return list(SERVICES)
     known = dict(SERVICES)
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise ValueError(f"GRIDWHISTLE_SERVICES names unknown services {unknown}; known: {list(known)}")
-    return [(name, port) for name, port in SERVICES if name in wanted]
+    return [(name, port + PORT_OFFSET) for name, port in SERVICES if not wanted or name in wanted]
 
 
 def available_services() -> tuple[list[tuple[str, int]], list[str]]:
