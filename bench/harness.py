@@ -483,9 +483,10 @@ def write_results(results: list[Result], directory: Path = RESULTS_DIR, failures
     if missed:
         lines += [f"## Goals missed: {len(missed)} of {sum(1 for r in results if r.goal_met is not None)}", ""]
         for r in missed:
+            named = [m.group(1) for part in r.goal.split(";") if (m := _CONDITION.match(part))]
             figures = ", ".join(
-                f"{name} {_cell(value)}" for name in ("p99", "max", "rate", "ratio")
-                if (value := getattr(r, name)) is not None
+                f"{name} {_cell(value)}" for name in dict.fromkeys([*named, "p99", "rate"])
+                if (value := getattr(r, name) if name in _RESULT_FIELDS else r.checks.get(name)) is not None
             )
             lines.append(f"- **{r.bench} / {r.variant}**: goal {_pretty_goal(r.goal)}; measured {figures}")
         lines.append("")

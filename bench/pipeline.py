@@ -93,8 +93,10 @@ PROFILES = {
 }
 # A step is kept up with when everything sent arrives within this long after its due time.
 STEP_MAX_LAG_SECONDS = 2.0
-# How long a run waits for the last message before the missing ones are gaps (a lost message).
-ARRIVAL_WAIT_SECONDS = 120.0
+# A run waits for its last message while messages keep arriving, up to ARRIVAL_WAIT_SECONDS; what is
+# missing once nothing arrived for ARRIVAL_IDLE_SECONDS, or at the cap, is a gap (a lost message).
+ARRIVAL_WAIT_SECONDS = 600.0
+ARRIVAL_IDLE_SECONDS = 30.0
 # Before each run, how long to wait for what earlier runs left flowing through the services.
 QUIESCE_SECONDS = 180.0
 
@@ -152,11 +154,20 @@ class Watcher:
                     self.arrivals.append(Arrival(key, identity, event_id, now))
                     self.first_seen.setdefault(key, now)
 
-    async def wait_for(self, keys: list[str], timeout: float) -> None:
-        """Until every key has arrived or `timeout` seconds passed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(k not in self.first_seen for k in keys):
+    async def wait_for(self, keys: list[str], timeout: float, idle: float | None = None) -> None:
+        """Until every key has arrived, or `timeout` seconds passed, or (with `idle`) nothing at all
+        arrived for `idle` seconds: a slow system that still makes progress is waited for."""
+        started = time.monotonic()
+        deadline = started + timeout
+        seen, progress_at = len(self.arrivals), started
+        missing = [k for k in keys if k not in self.first_seen]
+        while missing and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+            if len(self.arrivals) != seen:
+                seen, progress_at = len(self.arrivals), time.monotonic()
+            elif idle is not None and time.monotonic() - progress_at > idle:
+                return
+            missing = [k for k in missing if k not in self.first_seen]
 
     def check(self, seq_of: dict[str, int]) -> dict[str, int]:
         """The sequence checks of the arrivals since the last check, against one run's keys."""
@@ -250,14 +261,15 @@ async def measure(rate: float, count: int, warmup: int, send: Callable[[int], Aw
     started = time.monotonic()
     due, keys = await open_loop(rate, count, send)
     sent_keys = [k for k in keys if k is not None]
-    await watcher.wait_for(sent_keys, wait)
+    await watcher.wait_for(sent_keys, wait, idle=ARRIVAL_IDLE_SECONDS)
     seconds = time.monotonic() - started
     cpu = CpuMeter.delta(cpu_before, meter.snapshot())
     seq_of = {k: i for i, k in enumerate(keys) if k is not None}
     checks = {**watcher.check(seq_of), "send_errors": count - len(sent_keys)}
     if checks["gaps"]:
         missing = [i for i, k in enumerate(keys) if k is not None and k not in watcher.first_seen]
-        print(f"[bench] {watcher.topic}: {len(missing)} never arrived within {wait:g} s, first {missing[:10]}", flush=True)
+        print(f"[bench] {watcher.topic}: {len(missing)} never arrived (waited up to {wait:g} s, "
+              f"{ARRIVAL_IDLE_SECONDS:g} s without any arrival), first {missing[:10]}", flush=True)
     latencies = [(watcher.first_seen[k] - due[i]) * 1000 for i, k in enumerate(keys)
                  if i >= warmup and k is not None and k in watcher.first_seen]
     arrivals = [watcher.first_seen[k] for k in sent_keys if k in watcher.first_seen]
@@ -581,6 +593,9 @@ class Run:
             samples: dict[str, list[Sample]] = {side: [] for side in sides if active[side]}
             for pair in range(p.step_pairs):
                 for side in samples:
+                    misses = sum(1 for s in samples[side] if not s.checks["kept_up"])
+                    if misses * 2 > p.step_pairs:
+                        continue  # this step can no longer count for this side: spare the remaining runs
                     sample = await self.step_run(side, rate, watch_ours, watch_raw)
                     await self.quiesce()
                     samples[side].append(sample)

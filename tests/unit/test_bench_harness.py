@@ -123,7 +123,7 @@ class FakeWatcher:
         self.arrivals.append(arrival(key))
         self.first_seen.setdefault(key, 0.0)
 
-    async def wait_for(self, keys: list[str], timeout: float) -> None:
+    async def wait_for(self, keys: list[str], timeout: float, idle: float | None = None) -> None:
         self.arrivals += self.extra
 
     def check(self, seq_of: dict[str, int]) -> dict[str, int]:
