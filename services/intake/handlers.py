@@ -54,6 +54,8 @@ from services.runtime.host import ServiceRuntime
 from services.runtime.outbox import UnitOfWork
 
 REPLAY_HEADER = "Idempotent-Replayed"
+# Deeper pages are no one's own reports any more; the bound also keeps the offset a database integer.
+MAX_LIST_OFFSET = 10_000
 
 
 async def _append_timeline(uow: UnitOfWork, envelope: Envelope) -> None:
@@ -374,7 +376,7 @@ def api_router(runtime: ServiceRuntime, desk: ReportDesk, reader: IncidentReader
     async def list_incidents(
         reporter_id: str | None = Query(default=None, min_length=1, max_length=64, description="default: the signed-in user"),
         limit: int = Query(default=20, ge=1, le=100),
-        offset: int = Query(default=0, ge=0),
+        offset: int = Query(default=0, ge=0, le=MAX_LIST_OFFSET),
         principal: Principal = caller,
     ) -> dict[str, Any]:
         reporter = reporter_id or principal.user_id

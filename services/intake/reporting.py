@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from prometheus_client import Counter
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -36,6 +36,16 @@ log = get_logger(__name__)
 
 MediaRef = Annotated[str, StringConstraints(min_length=1, max_length=1000, strip_whitespace=True)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+
+
+def _iso_text(value: Any) -> Any:
+    # Pydantic would read a bare number as Unix seconds; a phone that sends one has a bug worth seeing.
+    if not isinstance(value, str | datetime):
+        raise ValueError("occurred_at must be an ISO 8601 date-time string with a time zone, e.g. 2026-03-01T08:00:00+08:00")
+    return value
+
+
+OccurredAt = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class LocationIn(BaseModel):
@@ -70,7 +80,7 @@ class ReportIncident(BaseModel):
     location: LocationIn
     category_hint: Category | None = None
     media: list[MediaRef] = Field(default_factory=list, max_length=10)
-    occurred_at: AwareDatetime | None = None
+    occurred_at: OccurredAt | None = None
 
 
 class ReportRejected(Exception):
