@@ -37,6 +37,7 @@ from contracts.topics import (
 from infra.local import ServiceProcess, create_topics_sync, free_port
 from tests.chaos import invariants
 from tests.e2e.stack import Stack, read_topic
+from tests.support import mint_token
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "chaos"
 CHAOS_SERVICES = ("intake", "classification", "routing", "sla_timer", "closure")
@@ -82,6 +83,17 @@ class ChaosStack(Stack):
     """The five services (no console) as processes; `unsafe` names services run through a test module."""
 
     unsafe: dict[str, str]
+    # Tokens by user: minting one resolves the user against the reference data, which would
+    # otherwise cost the driver's event loop more than the calls themselves under load.
+    _tokens: dict[str, str]
+
+    def token(self, user: str, ttl_seconds: int = 3600) -> str:
+        """A token for `user`, minted once per scenario (scenarios are far shorter than its TTL)."""
+        if not hasattr(self, "_tokens"):
+            self._tokens = {}
+        if user not in self._tokens:
+            self._tokens[user] = mint_token(user, secret=self.secret, ttl_seconds=ttl_seconds, city=CITY)
+        return self._tokens[user]
 
     def start(self) -> ChaosStack:
         """Start each service and wait until all are healthy."""
@@ -172,6 +184,7 @@ class Outcome:
         return (
             f"{self.scenario}: {self.operations} operations, {v.incidents} incidents, {v.events} events "
             f"({v.duplicate_copies} duplicate copies, {v.withdrawn_breaches} breaches withdrawn), "
+            f"{v.closed_incidents} closed and {v.open_incidents} legitimately open, "
             f"faults [{', '.join(self.faults)}], {len(v.violations)} invariant violations"
         )
 

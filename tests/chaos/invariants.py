@@ -19,6 +19,17 @@ TIMER_GRACE = timedelta(seconds=6)
 # Marks the violation "a report deadline fired although its handoff was acknowledged before due".
 BREACHED_THOUGH_REPORTED = "breached though handoff"
 
+# How long after its report an incident may still be on its way through classification and routing
+# when the topics are read; younger ones are not judged "stuck" yet.
+PIPELINE_GRACE = timedelta(seconds=15)
+
+# A handoff in one of these roles must be resolved (or withdrawn) before closure resolves the incident;
+# escalation rungs never hold it back. A dispatch without a role counts as a lead.
+COUNTING_ROLES = ("lead", "co_operating", None)
+
+# The handoff facts that take a handoff out of the incident's readiness (no longer anyone's work).
+WITHDRAWING_EVENTS = ("HandoffReleased", "HandoffDeclined", "HandoffReassigned")
+
 # One logical fact per key: (event type) -> the data fields that name the fact.
 FACT_KEYS: dict[str, tuple[str, ...]] = {
     "IncidentReported": ("incident_id",),
@@ -63,6 +74,8 @@ class Operation:
     status: int | None
     incident_id: str | None = None
     handoff_id: str | None = None
+    # When the harness got the answer (None in hand-made histories: then nothing is too young to judge).
+    at: datetime | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -80,6 +93,9 @@ class Verdict:
     incidents: int = 0
     # Breaches of in-time acknowledgements that reached the timer late, each withdrawn (not violations).
     withdrawn_breaches: int = 0
+    # How the incidents ended: closed, or still open while someone legitimately has to act.
+    closed_incidents: int = 0
+    open_incidents: int = 0
 
     @property
     def ok(self) -> bool:
@@ -94,7 +110,14 @@ def event_from_envelope(envelope: Any) -> Event:
 
 def operation_from_record(record: Mapping[str, Any]) -> Operation:
     """Parse one history line (as written by the harness)."""
-    return Operation(record["op"], record.get("status"), record.get("incident_id"), record.get("handoff_id"))
+    at = record.get("at")
+    return Operation(
+        record["op"],
+        record.get("status"),
+        record.get("incident_id"),
+        record.get("handoff_id"),
+        datetime.fromisoformat(at) if isinstance(at, str) else at,
+    )
 
 
 def check(history: Iterable[Operation], events: Iterable[Event], *, checked_at: datetime) -> Verdict:
@@ -117,6 +140,9 @@ def check(history: Iterable[Operation], events: Iterable[Event], *, checked_at: 
     verdict.violations += _deadlines_fire_once_never_early(facts, checked_at)
     verdict.violations += _order_within_incident(unique)
     verdict.violations += _final_states_explained(operations, facts)
+    ended, stuck = _incidents_end_closed_or_legitimately_open(operations, unique, checked_at)
+    verdict.closed_incidents, verdict.open_incidents = ended["closed"], ended["open"]
+    verdict.violations += stuck
     return verdict
 
 
@@ -203,16 +229,17 @@ ORDER_RULES = (
 
 def _order_within_incident(events: list[Event]) -> list[str]:
     violations = []
-    first_at: dict[tuple[str, Any], int] = {}
+    # Keyed by the field too: a handoff rule must compare handoffs, never the incident's first events.
+    first_at: dict[tuple[str, str, Any], int] = {}
     for position, event in enumerate(events):
         for field_name in ("handoff_id", "deadline_id", "incident_id"):
             if field_name in event.data:
-                first_at.setdefault((event.type, event.data[field_name]), position)
+                first_at.setdefault((event.type, field_name, event.data[field_name]), position)
     for earlier, later, field_name in ORDER_RULES:
-        for (kind, key), position in first_at.items():
-            if kind != later:
+        for (kind, keyed_by, key), position in first_at.items():
+            if kind != later or keyed_by != field_name:
                 continue
-            before = first_at.get((earlier, key))
+            before = first_at.get((earlier, field_name, key))
             if before is None or before > position:
                 violations.append(f"out of order: {later} of {field_name} {key} without an earlier {earlier}")
     return violations
@@ -226,3 +253,121 @@ def _final_states_explained(operations: list[Operation], facts: Mapping[str, Map
     violations += [f"incident {i} closed though the harness never gave feedback" for i in sorted(closed - fed_back)]
     violations += [f"incident {i} closed but was never reported" for i in sorted(closed - reported)]
     return violations
+
+
+def _incidents_end_closed_or_legitimately_open(
+    operations: list[Operation], events: list[Event], checked_at: datetime
+) -> tuple[Counter[str], list[str]]:
+    """Every incident ends closed, or open with someone who has to act next.
+
+    Open is legitimate only while a human holds it: a summoned unit (lead or co-operating) that has
+    neither resolved nor been withdrawn, the grid worker verifying a resolved incident, or the
+    reporter giving feedback on a verified one. What the system does on its own (classify and
+    dispatch, resolve once every unit resolved) must have happened; an incident nobody holds is stuck.
+    """
+    reported_at = {op.incident_id: op.at for op in operations if op.op == "report" and op.succeeded and op.incident_id}
+    by_incident: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        incident_id = event.data.get("incident_id", event.subject)
+        by_incident[incident_id].append(event)
+    ended: Counter[str] = Counter()
+    violations = []
+    for incident_id, incident_events in by_incident.items():
+        kinds = {e.type for e in incident_events}
+        if "IncidentReported" not in kinds:
+            continue  # judged by _reports_become_incidents / _final_states_explained
+        if "IncidentClosed" in kinds:
+            ended["closed"] += 1
+            continue
+        ended["open"] += 1
+        at = reported_at.get(incident_id)
+        if at is not None and checked_at - at < PIPELINE_GRACE:
+            continue  # may still be on its way through classification and routing
+        if "HandoffDispatched" not in kinds:
+            stage = "classified but never dispatched" if "IncidentClassified" in kinds else "never classified"
+            violations.append(f"incident {incident_id} stuck: {stage}, and not closed")
+            continue
+        if "IncidentReopened" in kinds:
+            continue  # a new round: routing dispatched the lead again (checked as a dispatch above)
+        if "IncidentVerified" in kinds or "IncidentResolved" in kinds:
+            continue  # waiting for the reporter's feedback, or for the grid worker to verify
+        held, resolved = _handoffs_still_held(incident_events)
+        if held:
+            continue  # a summoned unit still has to report or resolve
+        if resolved:
+            violations.append(
+                f"incident {incident_id} stuck: every summoned unit resolved or was withdrawn, "
+                "but it was never resolved (IncidentResolved)"
+            )
+        else:
+            violations.append(f"incident {incident_id} stuck: every handoff was withdrawn and no unit holds it")
+    return ended, violations
+
+
+def _handoffs_still_held(events: list[Event]) -> tuple[set[str], set[str]]:
+    """The counting handoffs of one incident still held by their unit, and those resolved."""
+    counting: set[str] = set()
+    withdrawn: set[str] = set()
+    resolved: set[str] = set()
+    for event in events:
+        handoff_id = event.data.get("handoff_id")
+        if event.type == "HandoffDispatched":
+            if event.data.get("role") in COUNTING_ROLES:
+                counting.add(handoff_id)
+            if event.data.get("replaces_handoff_id"):
+                withdrawn.add(event.data["replaces_handoff_id"])
+        elif event.type in WITHDRAWING_EVENTS:
+            withdrawn.add(handoff_id)
+        elif event.type == "HandoffResolved":
+            resolved.add(handoff_id)
+    active = counting - withdrawn
+    return active - resolved, active & resolved
+
+
+@dataclass
+class OutageTimers:
+    """What became of the deadlines that came due while a dependency was down."""
+
+    due: int = 0
+    fired_after: int = 0
+    cancelled: int = 0
+    withdrawn: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+def timers_due_during_outage(events: Iterable[Event], down_at: datetime, up_at: datetime) -> OutageTimers:
+    """Each deadline due in [down_at, up_at] fired exactly once after `up_at`, never before, or was cancelled.
+
+    While the broker is down the timer cannot know whether an acknowledgement is waiting in another
+    service's outbox, so it must not judge a deadline then: a breach stamped before `up_at` fired on
+    a view it could not have had. A deadline neither fired nor cancelled is lost.
+    """
+    unique = list({e.id: e for e in events}.values())
+    facts = _facts(unique)
+    result = OutageTimers()
+    for (deadline_id,), armed in facts["DeadlineArmed"].items():
+        due_at = armed[0].data["due_at"]
+        if not down_at <= due_at <= up_at:
+            continue
+        result.due += 1
+        breaches = facts["DeadlineBreached"].get((deadline_id,), [])
+        cancels = facts["DeadlineCancelled"].get((deadline_id,), [])
+        if len(breaches) > 1 or len(cancels) > 1:
+            result.violations.append(
+                f"deadline {deadline_id} due during the outage: {len(breaches)} breaches, {len(cancels)} cancellations"
+            )
+        if breaches and cancels:
+            result.violations.append(f"deadline {deadline_id} due during the outage both breached and cancelled")
+        if not breaches and not cancels:
+            result.violations.append(f"deadline {deadline_id} due {due_at} during the outage neither fired nor cancelled")
+        for breach in breaches:
+            fired_at = breach.data["fired_at"]
+            if fired_at < up_at:
+                result.violations.append(
+                    f"deadline {deadline_id} due during the outage fired at {fired_at}, before the broker was back at {up_at}"
+                )
+            else:
+                result.fired_after += 1
+        result.cancelled += bool(cancels)
+        result.withdrawn += bool(facts["DeadlineBreachWithdrawn"].get((deadline_id,)))
+    return result

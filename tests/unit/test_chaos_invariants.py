@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.chaos.invariants import Event, Operation, check
+from tests.chaos.invariants import Event, Operation, check, timers_due_during_outage
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=10)
@@ -57,7 +57,7 @@ def test_a_clean_acknowledged_incident_has_no_violations():
 
 
 def test_redelivered_copies_of_one_event_are_counted_not_violations():
-    verdict = check([REPORT_OK], [reported(), reported(), reported()], checked_at=LATER)
+    verdict = check([REPORT_OK], [reported(), reported(), reported(), dispatched()], checked_at=LATER)
     assert verdict.ok
     assert verdict.duplicate_copies == 2
 
@@ -136,7 +136,7 @@ def test_a_due_deadline_that_neither_fired_nor_was_cancelled_is_lost():
 
 
 def test_a_deadline_not_yet_due_may_still_be_pending():
-    assert violations([REPORT_OK], [reported(), armed(due_at=LATER + timedelta(minutes=5))]) == []
+    assert violations([REPORT_OK], [reported(), dispatched(), armed(due_at=LATER + timedelta(minutes=5))]) == []
 
 
 def test_an_acknowledgement_before_its_dispatch_is_out_of_order():
@@ -158,3 +158,135 @@ def test_feedback_accepted_but_never_closed_is_unexplained():
 def test_an_incident_closed_without_feedback_is_unexplained():
     found = violations([REPORT_OK], [reported(), event("e-cl", "IncidentClosed")])
     assert any("closed though the harness never gave feedback" in v for v in found)
+
+
+# --- every incident ends closed or still legitimately open ---------------------------------------
+
+
+def classified() -> Event:
+    return event("e-cls", "IncidentClassified")
+
+
+def lead(handoff_id: str = HANDOFF, event_id: str = "e-dis", **extra) -> Event:
+    return event(event_id, "HandoffDispatched", handoff_id=handoff_id, role="lead", **extra)
+
+
+def resolved_handoff(handoff_id: str = HANDOFF, event_id: str = "e-hres") -> Event:
+    return event(event_id, "HandoffResolved", handoff_id=handoff_id)
+
+
+def acked(handoff_id: str = HANDOFF) -> Event:
+    return event(f"e-ack-{handoff_id}", "HandoffAcknowledged", handoff_id=handoff_id, acknowledged_at=T0)
+
+
+def test_a_closed_incident_is_counted_closed():
+    events = [reported(), classified(), lead(), acked(), resolved_handoff(), event("e-res", "IncidentResolved"),
+              event("e-ver", "IncidentVerified"), event("e-fb", "FeedbackGiven"), event("e-cl", "IncidentClosed")]
+    history = [REPORT_OK, Operation("verify", 200, INCIDENT), Operation("feedback", 200, INCIDENT)]
+    verdict = check(history, events, checked_at=LATER)
+    assert verdict.ok, verdict.violations
+    assert (verdict.closed_incidents, verdict.open_incidents) == (1, 0)
+
+
+def test_an_incident_whose_unit_has_not_resolved_is_legitimately_open():
+    verdict = check([REPORT_OK, ACK_OK], [reported(), classified(), lead(), acknowledged()], checked_at=LATER)
+    assert verdict.ok and verdict.open_incidents == 1
+
+
+def test_an_incident_awaiting_verification_or_feedback_is_legitimately_open():
+    resolved = [reported(), classified(), lead(), acked(), resolved_handoff(), event("e-res", "IncidentResolved")]
+    assert violations([REPORT_OK], resolved) == []
+    verified = [*resolved, event("e-ver", "IncidentVerified")]
+    assert violations([REPORT_OK, Operation("verify", 200, INCIDENT)], verified) == []
+
+
+def test_an_incident_never_classified_is_stuck():
+    found = violations([REPORT_OK], [reported()])
+    assert any("inc-1 stuck: never classified" in v for v in found)
+
+
+def test_an_incident_classified_but_never_dispatched_is_stuck():
+    found = violations([REPORT_OK], [reported(), classified()])
+    assert any("inc-1 stuck: classified but never dispatched" in v for v in found)
+
+
+def test_a_young_incident_is_not_judged_stuck_yet():
+    young = Operation("report", 202, INCIDENT, at=LATER - timedelta(seconds=3))
+    old = Operation("report", 202, INCIDENT, at=LATER - timedelta(minutes=1))
+    assert violations([young], [reported()]) == []
+    assert any("stuck" in v for v in violations([old], [reported()]))
+
+
+def test_every_unit_resolved_but_the_incident_never_resolved_is_stuck():
+    co_op = event("e-dis-2", "HandoffDispatched", handoff_id="h-2", role="co_operating")
+    events = [reported(), classified(), lead(), co_op, acked(), acked("h-2"), resolved_handoff(),
+              resolved_handoff("h-2", "e-hres-2")]
+    found = violations([REPORT_OK], events)
+    assert any("never resolved (IncidentResolved)" in v for v in found)
+
+
+def test_an_open_escalation_rung_does_not_hold_a_resolved_incident():
+    rung = event("e-esc", "HandoffDispatched", handoff_id="h-esc", role="escalation")
+    found = violations([REPORT_OK], [reported(), classified(), lead(), rung, acked(), resolved_handoff()])
+    assert any("never resolved (IncidentResolved)" in v for v in found)
+
+
+def test_an_unresolved_co_operating_unit_still_holds_the_incident():
+    co_op = event("e-dis-2", "HandoffDispatched", handoff_id="h-2", role="co_operating")
+    assert violations([REPORT_OK], [reported(), classified(), lead(), co_op, acked(), resolved_handoff()]) == []
+
+
+def test_an_incident_whose_every_handoff_was_withdrawn_is_stuck():
+    events = [reported(), classified(), lead(), event("e-rel", "HandoffReleased", handoff_id=HANDOFF)]
+    found = violations([REPORT_OK], events)
+    assert any("every handoff was withdrawn" in v for v in found)
+
+
+def test_a_replaced_handoff_gives_way_to_its_successor():
+    successor = lead("h-2", "e-dis-2", replaces_handoff_id=HANDOFF)
+    assert violations([REPORT_OK], [reported(), classified(), lead(), successor]) == []
+    done = [acked("h-2"), resolved_handoff("h-2", "e-hres-2")]
+    found = violations([REPORT_OK], [reported(), classified(), lead(), successor, *done])
+    assert any("never resolved (IncidentResolved)" in v for v in found)
+
+
+# --- timers due during an outage ------------------------------------------------------------------
+
+DOWN, UP = T0 + timedelta(seconds=2), T0 + timedelta(seconds=40)
+
+
+def test_a_timer_due_during_the_outage_that_fires_once_after_recovery_is_fine():
+    late = breached(fired_at=UP + timedelta(seconds=3))
+    result = timers_due_during_outage([armed(), late, late], DOWN, UP)
+    assert result.violations == [] and (result.due, result.fired_after) == (1, 1)
+
+
+def test_a_timer_due_during_the_outage_that_fired_before_recovery_is_a_violation():
+    result = timers_due_during_outage([armed(), breached(fired_at=T0 + timedelta(seconds=5))], DOWN, UP)
+    assert any("before the broker was back" in v for v in result.violations)
+
+
+def test_a_timer_due_during_the_outage_that_fires_twice_or_never_is_a_violation():
+    twice = timers_due_during_outage(
+        [armed(), breached("e-1", fired_at=UP + timedelta(seconds=1)), breached("e-2", fired_at=UP + timedelta(seconds=2))],
+        DOWN, UP,
+    )
+    assert any("2 breaches" in v for v in twice.violations)
+    never = timers_due_during_outage([armed()], DOWN, UP)
+    assert any("neither fired nor cancelled" in v for v in never.violations)
+
+
+def test_a_timer_due_during_the_outage_cancelled_by_an_acknowledgement_is_fine():
+    result = timers_due_during_outage([armed(), cancelled()], DOWN, UP)
+    assert result.violations == [] and result.cancelled == 1
+
+
+def test_timers_due_outside_the_outage_are_not_counted():
+    result = timers_due_during_outage([armed(due_at=UP + timedelta(seconds=30))], DOWN, UP)
+    assert result.due == 0 and result.violations == []
+
+
+def test_an_out_of_order_handoff_is_reported_once_by_its_handoff_not_again_by_its_incident():
+    found = [v for v in violations([REPORT_OK], [reported(), classified(), lead(), resolved_handoff(), acked()])
+             if "out of order" in v]
+    assert found == ["out of order: HandoffResolved of handoff_id h-1 without an earlier HandoffAcknowledged"]
