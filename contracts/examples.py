@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contracts.deadline_policy import DEFAULT_POLICY
 from contracts.envelope import Envelope, Event, correlation_for, make_envelope
 from contracts.events import Location
 from contracts.topics import topic_for_event
@@ -98,16 +99,23 @@ def example_event(model: type[Event]) -> Event:
     return model.model_validate({name: _FIELD_VALUES[name] for name in model.model_fields})
 
 
+# Facts that start a chain (nobody's event caused them) and those that carry a deadline.
+_UNCAUSED = {"IncidentReported"}
+_POLICY_STAMPED_PREFIXES = ("Deadline", "HandoffDispatched")
+
+
 def example_envelope(model: type[Event]) -> Envelope:
     """The example instance in the envelope its owner would publish."""
+    emitter = _emitter(model.event_type)
+    caused = model.event_type not in _UNCAUSED and emitter != "console"
     return make_envelope(
         example_event(model),
-        source=f"gridwhistle.{_emitter(model.event_type)}",
+        source=emitter,
         subject=INCIDENT_ID,
         occurred_at=_AT,
         correlation_id=correlation_for(INCIDENT_ID),
-        causation_id=uuid.uuid5(uuid.NAMESPACE_URL, f"gridwhistle:example:cause:{model.event_type}"),
-        policy_version="2025.1",
+        causation_id=uuid.uuid5(uuid.NAMESPACE_URL, f"gridwhistle:example:cause:{model.event_type}") if caused else None,
+        policy_version=DEFAULT_POLICY.version if model.event_type.startswith(_POLICY_STAMPED_PREFIXES) else None,
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"gridwhistle:example:{model.event_type}:v{model.version}"),
     )
 
