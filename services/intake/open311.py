@@ -39,6 +39,7 @@ from services.runtime.auth import AccessError, ApiKeys, Authenticator, Principal
 
 PREFIX = "/open311/v2"
 MAX_LIST = 200
+DEFAULT_LIST = 50
 
 
 def open311_error(status: int, description: str) -> JSONResponse:
@@ -203,6 +204,20 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
     return instant
 
 
+def _limit(value: str | None) -> int:
+    """The list's page size: a whole number from 1; larger than MAX_LIST is served as MAX_LIST."""
+    if value in (None, ""):
+        return DEFAULT_LIST
+    try:
+        limit = int(value)
+    except ValueError:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIST}, got {value!r}") from None
+    if limit < 1:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIST}, got {limit}")
+    # GeoReport clients ask for "all" with big numbers; capping answers them instead of refusing.
+    return min(limit, MAX_LIST)
+
+
 def _csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
@@ -307,9 +322,11 @@ def open311_router(
         try:
             since = _parse_time("start_date", params.get("start_date"))
             until = _parse_time("end_date", params.get("end_date"))
-            limit = int(params.get("limit", "50"))
+            limit = _limit(params.get("limit"))
         except ValueError as exc:
             return open311_error(400, str(exc))
+        if since is not None and until is not None and until < since:
+            return open311_error(400, "end_date must not be before start_date")
         statuses = set(_csv(params.get("status")))
         if statuses - {"open", "closed"}:
             return open311_error(400, "status must be open, closed or both (comma-separated)")
@@ -324,7 +341,7 @@ def open311_router(
             until=until,
             incident_ids=_csv(params.get("service_request_id")) or None,
             closed=closed,
-            limit=max(1, min(limit, MAX_LIST)),
+            limit=limit,
         )
         return [request_view(v) for v in views]
 

@@ -170,3 +170,83 @@ async def test_open311_honours_idempotency_keys(tmp_path):
         )
         assert conflict.status_code == 409 and conflict.json()[0]["code"] == 409
         assert len(await outbox_envelopes(app)) == 1
+
+
+async def three_requests(client, clock: FakeClock) -> list[str]:
+    """Noise at 09:00, fire at 10:00, theft at 11:00, each in its own grid."""
+    ids = []
+    for code, grid in (("noise", "G0001"), ("fire", "G0100"), ("theft", "G0200")):
+        response = await client.post(
+            "/open311/v2/requests.json", params=CITY_APP,
+            data={"service_code": code, "address_string": "幸福路", "description": f"{code} 测试 {grid}",
+                  "grid_id": grid, "reporter_id": "W0001"},
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()[0]["service_request_id"])
+        clock.advance(timedelta(hours=1))
+    return ids
+
+
+async def listed(client, **params) -> list[str]:
+    response = await client.get("/open311/v2/requests.json", params={**CITY_APP, **params})
+    assert response.status_code == 200, response.text
+    return [r["service_request_id"] for r in response.json()]
+
+
+async def test_list_filters_by_end_date_inclusively_and_with_start_date(tmp_path):
+    clock = FakeClock(START)
+    app = make_app(tmp_path, clock)
+    async with running(app) as client:
+        noise, fire, theft = await three_requests(client, clock)
+        assert await listed(client, end_date="2026-03-01T09:59:59Z") == [noise]
+        # Inclusive: a request filed at exactly end_date is listed; an offset is honoured.
+        assert await listed(client, end_date="2026-03-01T18:00:00+08:00") == [fire, noise]
+        assert await listed(client, start_date="2026-03-01T10:00:00Z", end_date="2026-03-01T10:00:00Z") == [fire]
+        assert await listed(client, start_date="2026-03-01T09:30:00Z", end_date="2026-03-01T10:30:00Z") == [fire]
+        assert await listed(client, end_date="2026-03-01T08:00:00Z") == []
+        assert await listed(client, end_date="2026-03-02T00:00:00Z") == [theft, fire, noise]
+
+
+async def test_list_filters_by_service_request_ids(tmp_path):
+    clock = FakeClock(START)
+    app = make_app(tmp_path, clock)
+    async with running(app) as client:
+        noise, fire, theft = await three_requests(client, clock)
+        assert await listed(client, service_request_id=fire) == [fire]
+        assert await listed(client, service_request_id=f"{noise}, {theft}") == [theft, noise]
+        assert await listed(client, service_request_id=f"{noise},no-such-request") == [noise]
+        assert await listed(client, service_request_id="no-such-request") == []
+        # Combined with other filters: every filter must hold.
+        assert await listed(client, service_request_id=f"{noise},{fire}", service_code="fire") == [fire]
+        assert await listed(client, service_request_id=noise, start_date="2026-03-01T09:30:00Z") == []
+
+
+async def test_list_limit_takes_the_newest_and_is_capped(tmp_path):
+    clock = FakeClock(START)
+    app = make_app(tmp_path, clock)
+    async with running(app) as client:
+        noise, fire, theft = await three_requests(client, clock)
+        assert await listed(client, limit="1") == [theft]
+        assert await listed(client, limit="2") == [theft, fire]
+        assert await listed(client, limit="3") == [theft, fire, noise]
+        # More than the server's cap (200) is served, not refused: GeoReport clients ask for "all" that way.
+        assert await listed(client, limit="100000") == [theft, fire, noise]
+        assert await listed(client, limit="2", service_code="noise,fire") == [fire, noise]
+
+
+async def test_list_with_a_bad_limit_or_date_range_is_a_georeport_400(tmp_path):
+    app = make_app(tmp_path)
+    async with running(app) as client:
+        cases = [
+            ({"limit": "0"}, "limit must be a whole number from 1 to 200, got 0"),
+            ({"limit": "-5"}, "limit must be a whole number from 1 to 200, got -5"),
+            ({"limit": "ten"}, "limit must be a whole number from 1 to 200, got 'ten'"),
+            ({"limit": "2.5"}, "limit must be a whole number from 1 to 200, got '2.5'"),
+            ({"end_date": "tomorrow"}, "end_date must be an ISO 8601 date-time, got 'tomorrow'"),
+            ({"end_date": "2026-03-01T08:00:00"}, "end_date must carry a time zone (e.g. 2026-01-01T08:00:00Z)"),
+            ({"start_date": "2026-03-02T00:00:00Z", "end_date": "2026-03-01T00:00:00Z"}, "end_date must not be before start_date"),
+        ]
+        for params, message in cases:
+            response = await client.get("/open311/v2/requests.json", params={**CITY_APP, **params})
+            assert response.status_code == 400, (params, response.text)
+            assert response.json() == [{"code": 400, "description": message}], params
