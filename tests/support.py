@@ -195,3 +195,20 @@ def ops_tool(name: str) -> str:
     if found is None:
         unavailable(f"{name} is not installed (run `make ops-tools`)")
     return found
+
+
+def pids_mentioning(fragment: str) -> list[int]:
+    """Every live process whose command line mentions `fragment` (a data dir, a run dir)."""
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if fragment in cmdline:
+            pids.append(int(proc.name))
+    return pids

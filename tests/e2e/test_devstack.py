@@ -22,6 +22,7 @@ import pytest
 from infra.devstack import SERVICES
 from infra.local import REPO_ROOT, ensure_kafka_jars, free_port, port_open
 from tests._infra import unavailable
+from tests.support import pids_mentioning
 
 # Two whole stacks one after the other, each starting its own broker: minutes on a busy machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -100,21 +101,6 @@ class DevStack:
             self._reader.join(timeout=5)
 
 
-def processes_mentioning(fragment: str) -> list[str]:
-    """Command lines of live processes that name `fragment` (the stack's run directory)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fragment in cmdline and "pytest" not in cmdline:
-            found.append(f"{proc.name}: {cmdline[:200]}")
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -178,7 +164,7 @@ def test_the_dev_stack_dispatches_the_readme_example_stops_cleanly_and_starts_ag
         code = first.interrupt()
     assert code == 0, first.text()[-3000:]
     assert not [pid for pid in children if alive(pid)], "a service outlived Ctrl-C"
-    assert processes_mentioning(str(run_dir)) == [], "the broker (or something else of the stack) outlived Ctrl-C"
+    assert [p for p in pids_mentioning(str(run_dir)) if alive(p)] == [], "the broker (or something else of the stack) outlived Ctrl-C"
 
     second = DevStack(run_dir, offset, kafka_port)
     try:
@@ -189,4 +175,4 @@ def test_the_dev_stack_dispatches_the_readme_example_stops_cleanly_and_starts_ag
         assert json.loads(run_readme_example(offset))["incident_id"] == incident_id
     finally:
         assert second.interrupt() == 0, second.text()[-3000:]
-    assert processes_mentioning(str(run_dir)) == []
+    assert [p for p in pids_mentioning(str(run_dir)) if alive(p)] == []

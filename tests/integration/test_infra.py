@@ -24,21 +24,7 @@ from infra.local import (
     load_topic_catalogue,
 )
 from tests._infra import create_test_topics, unavailable
-
-
-def _pids_with(fragment: str) -> list[int]:
-    # Every live process whose command line mentions fragment (e.g. a data dir).
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fragment in cmdline:
-            pids.append(int(proc.name))
-    return pids
+from tests.support import pids_mentioning
 
 
 def _process_state(pid: int) -> str:
@@ -143,21 +129,21 @@ def test_local_kafka_pauses_restarts_on_its_data_dir_and_leaves_no_jvm(tmp_path:
     broker = LocalKafka(data_dir, port=free_port())
     with broker:
         first_pid = broker.pid
-        assert _pids_with(str(data_dir))
+        assert pids_mentioning(str(data_dir))
         broker.pause()
         time.sleep(0.3)  # SIGSTOP reaches every JVM thread asynchronously
         assert _process_state(first_pid) == "T"
         broker.resume()
         broker.wait_ready(timeout=30)
     assert not broker.is_running
-    assert not _pids_with(str(data_dir)), "a JVM survived LocalKafka.stop()"
+    assert not pids_mentioning(str(data_dir)), "a JVM survived LocalKafka.stop()"
 
     # Same (already formatted) data dir, a crash instead of a clean stop.
     broker.start()
     broker.wait_ready(timeout=60)
     assert broker.pid != first_pid
     broker.kill()
-    assert not _pids_with(str(data_dir)), "a JVM survived LocalKafka.kill()"
+    assert not pids_mentioning(str(data_dir)), "a JVM survived LocalKafka.kill()"
 
 
 @pytest.mark.integration
