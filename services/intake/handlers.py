@@ -46,7 +46,14 @@ from services.intake.domain import (
     should_replace,
     timeline_summary,
 )
-from services.intake.reporting import IdempotencyConflict, IncidentReader, ReportDesk, ReportIncident, ReportRejected
+from services.intake.reporting import (
+    IdempotencyConflict,
+    IncidentReader,
+    ReportDesk,
+    ReportIncident,
+    ReportRejected,
+    key_scope_of_user,
+)
 from services.runtime.access import STAFF, Action, acting_as, can_see, forbidden, require, sees_handoff
 from services.runtime.auth import Principal
 from services.runtime.consumer import Handler
@@ -349,7 +356,10 @@ def api_router(runtime: ServiceRuntime, desk: ReportDesk, reader: IncidentReader
         # The reporter is part of what the key stands for: another user's retry never replays this one.
         body_hash = canonical_body_hash({**(await request.json()), "reporter_id": reporter})
         try:
-            submission = await desk.submit(report, body_hash=body_hash, idempotency_key=idempotency_key, channel="api")
+            submission = await desk.submit(
+                report, body_hash=body_hash, idempotency_key=idempotency_key,
+                key_scope=key_scope_of_user(principal.user_id), channel="api",
+            )
         except ReportRejected as rejected:
             return JSONResponse({"detail": rejected.errors}, status_code=422)
         except IdempotencyConflict as conflict:

@@ -32,7 +32,14 @@ from services.intake.domain import (
     nearest_grid,
     open311_status,
 )
-from services.intake.reporting import IdempotencyConflict, IncidentReader, ReportDesk, ReportIncident, ReportRejected
+from services.intake.reporting import (
+    IdempotencyConflict,
+    IncidentReader,
+    ReportDesk,
+    ReportIncident,
+    ReportRejected,
+    key_scope_of_client,
+)
 from services.runtime import audit
 from services.runtime.access import STAFF
 from services.runtime.auth import AccessError, ApiKeys, Authenticator, Principal
@@ -303,7 +310,7 @@ def open311_router(
             submission = await desk.submit(
                 # The client is part of what the key stands for: another app's retry never replays this one.
                 report, body_hash=canonical_body_hash({**fields, "api_client": client.user_id}), idempotency_key=key,
-                channel="open311",
+                key_scope=key_scope_of_client(client.user_id), channel="open311",
             )
         except ReportRejected as rejected:
             return open311_error(400, _describe_errors(rejected.errors))

@@ -95,6 +95,16 @@ class IdempotencyConflict(Exception):
     """The idempotency key was already used for a different request body."""
 
 
+def key_scope_of_user(user_id: str) -> str:
+    """Whose Idempotency-Keys a signed-in reporter's are: their own."""
+    return f"user:{user_id}"
+
+
+def key_scope_of_client(client_id: str) -> str:
+    """Whose Idempotency-Keys a city app's are: the app's (it is trusted to name many reporters)."""
+    return f"open311:{client_id}"
+
+
 @dataclass(frozen=True)
 class Submission:
     """The outcome of a report: the incident it created, or the one a replayed key points to."""
@@ -155,20 +165,21 @@ class ReportDesk:
         return errors
 
     async def submit(
-        self, report: ReportIncident, *, body_hash: str, idempotency_key: str | None, channel: str
+        self, report: ReportIncident, *, body_hash: str, idempotency_key: str | None, key_scope: str, channel: str
     ) -> Submission:
-        """Store a report and stage IncidentReported (and DuplicateLinked); replay a known key."""
+        """Store a report and stage IncidentReported (and DuplicateLinked); replay a known key of `key_scope`."""
         errors = self.problems(report, self._runtime.clock.now())
         if errors:
             raise ReportRejected(errors)
+        key = (key_scope, idempotency_key) if idempotency_key is not None else None
         try:
-            submission = await self._submit_once(report, body_hash, idempotency_key, channel)
+            submission = await self._submit_once(report, body_hash, key, channel)
         except IntegrityError:
-            if idempotency_key is None:
+            if key is None:
                 raise
             # A concurrent request with the same key committed first: answer with its incident.
             async with self._runtime.engine.connect() as conn:
-                stored = await repo.get_idempotency_key(conn, idempotency_key)
+                stored = await repo.get_idempotency_key(conn, *key)
             if stored is None:
                 raise
             return _replay(stored, body_hash)
@@ -181,11 +192,11 @@ class ReportDesk:
         return submission
 
     async def _submit_once(
-        self, report: ReportIncident, body_hash: str, idempotency_key: str | None, channel: str
+        self, report: ReportIncident, body_hash: str, key: tuple[str, str] | None, channel: str
     ) -> Submission:
         async with self._runtime.unit_of_work() as uow:
-            if idempotency_key is not None:
-                stored = await repo.get_idempotency_key(uow.conn, idempotency_key)
+            if key is not None:
+                stored = await repo.get_idempotency_key(uow.conn, *key)
                 if stored is not None:
                     return _replay(stored, body_hash)
             now = self._runtime.clock.now()
@@ -243,9 +254,9 @@ class ReportDesk:
                 duplicate_of=match.original_incident_id if match else None,
                 duplicate_reason=match.reason[:300] if match else None,
             )
-            if idempotency_key is not None:
+            if key is not None:
                 await repo.insert_idempotency_key(
-                    uow.conn, key=idempotency_key, body_hash=body_hash, incident_id=incident_id, created_at=now
+                    uow.conn, scope=key[0], key=key[1], body_hash=body_hash, incident_id=incident_id, created_at=now
                 )
             await repo.append_timeline(
                 uow.conn,

@@ -53,9 +53,12 @@ Index("ix_incidents_reporter_reported", incidents.c.reporter_id, incidents.c.rep
 Index("ix_incidents_reported", incidents.c.reported_at)
 
 # The primary key is what stops two concurrent requests with one key from creating two incidents.
+# A key belongs to the caller who sent it (`scope`: "user:<id>" or "open311:<client>"), so two
+# callers who happen to pick the same key never meet; "" marks rows stored before keys were scoped.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
+    Column("scope", String(200), primary_key=True, server_default=""),
     Column("key", String(128), primary_key=True),
     Column("body_hash", String(64), nullable=False),
     Column("incident_id", String(64), nullable=False),
@@ -195,9 +198,22 @@ async def recent_reports_near(
     return list((await conn.execute(query)).all())
 
 
-async def get_idempotency_key(conn: AsyncConnection, key: str) -> Any | None:
-    """The stored request for an idempotency key, or None."""
-    return (await conn.execute(select(idempotency_keys).where(idempotency_keys.c.key == key))).first()
+LEGACY_KEY_SCOPE = ""
+
+
+async def get_idempotency_key(conn: AsyncConnection, scope: str, key: str) -> Any | None:
+    """The stored request for a caller's idempotency key, or None.
+
+    A key stored before keys were scoped still answers its retries: its body hash includes the
+    reporter (or city app), so it replays only for the caller who sent it and conflicts for others.
+    """
+    query = (
+        select(idempotency_keys)
+        .where(idempotency_keys.c.key == key, idempotency_keys.c.scope.in_([scope, LEGACY_KEY_SCOPE]))
+        .order_by(idempotency_keys.c.scope.desc())
+        .limit(1)
+    )
+    return (await conn.execute(query)).first()
 
 
 async def insert_idempotency_key(conn: AsyncConnection, **row: Any) -> None:
