@@ -58,6 +58,7 @@ class ConsoleServer:
         settings = ConsoleSettings(
             database_url=f"sqlite+aiosqlite:///{workdir / 'console.db'}", topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
             log_json=False, log_level="WARNING", metrics_enabled=False, demo_password=PASSWORD,
+            auth_dev_mode=True,  # one process on a laptop: the sign-in's tokens use the development secret
         )
         self.app = create_app(settings)
         self.runtime = self.app.state.runtime
