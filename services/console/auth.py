@@ -28,8 +28,9 @@ def principal_dependency(auth: Authenticator) -> Callable[[Request], Principal]:
     """A FastAPI dependency: the signed-in principal from the Bearer header or the cookie, else 401."""
 
     def current_principal(request: Request) -> Principal:
-        principal = auth.principal_of(session_token(request))
-        request.state.token = session_token(request)
+        token = session_token(request)
+        principal = auth.principal_of(token)
+        request.state.token = token  # forwarded to the backends, which check it again
         return principal
 
     return current_principal
