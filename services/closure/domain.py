@@ -164,7 +164,9 @@ class IncidentClosure:
         handoff.role, handoff.unit_id, handoff.department = event.role, event.unit_id, event.department
         handoff.dispatched_at = event.dispatched_at
         self.grid_id = self.grid_id or event.grid_id
-        if event.replaces_handoff_id:
+        # An escalation rung names the breached handoff it chases (routing's chain link) but never
+        # takes its place (首接负责): the breached unit still leads, and its resolution still counts.
+        if event.replaces_handoff_id and event.role is not HandoffRole.ESCALATION:
             self._withdraw(event.replaces_handoff_id, Withdrawal.REPLACED)
 
     def _handoff(self, handoff_id: str) -> HandoffRecord:

@@ -226,6 +226,17 @@ def test_a_replaced_co_operating_handoff_no_longer_blocks() -> None:
     assert types(story.resolve("co-2", HandoffRole.CO_OPERATING)) == [IncidentResolved]
 
 
+def test_an_escalation_rung_chasing_a_breached_lead_does_not_replace_it() -> None:
+    # Found by the chaos suite: routing dispatches the rung with replaces_handoff_id = the breached
+    # handoff (its chain link); closure took that for a replacement, withdrew the lead, and an
+    # incident whose lead reported late and resolved could never be resolved (nor closed).
+    story = Story()
+    story.dispatch("lead", HandoffRole.LEAD)
+    story.dispatch("desk", HandoffRole.ESCALATION, replaces="lead")
+    assert story.closure.handoffs["lead"].counts
+    assert types(story.resolve("lead", HandoffRole.LEAD)) == [IncidentResolved]
+
+
 def test_a_late_resolution_of_a_replaced_lead_does_not_make_the_incident_ready() -> None:
     story = Story()
     story.dispatch("lead-1", HandoffRole.LEAD)
