@@ -83,6 +83,8 @@ class ChaosStack(Stack):
     """The five services (no console) as processes; `unsafe` names services run through a test module."""
 
     unsafe: dict[str, str]
+    # Extra environment per service (test-only switches of the `unsafe` entry points).
+    extra_env: dict[str, dict[str, str]]
     # Tokens by user: minting one resolves the user against the reference data, which would
     # otherwise cost the driver's event loop more than the calls themselves under load.
     _tokens: dict[str, str]
@@ -98,35 +100,85 @@ class ChaosStack(Stack):
     def start(self) -> ChaosStack:
         """Start each service and wait until all are healthy."""
         for name in CHAOS_SERVICES:
-            module = self.unsafe.get(name)
-            proc = ServiceProcess(name, {}, free_port(), self.log_dir / f"{name}.log", module=module)
-            proc.env = {**self.env_for(name), f"GW_{name.upper()}_HTTP_PORT": str(proc.port)}
-            if module:
-                proc.env["GW_CHAOS_UNSAFE_SERVICE"] = name
-            self.processes[name] = proc.start()
+            self.processes[name] = self._process(name, name).start()
         for proc in self.processes.values():
             proc.wait_healthy(timeout=90)
         return self
+
+    def _process(self, name: str, key: str) -> ServiceProcess:
+        module = self.unsafe.get(name)
+        proc = ServiceProcess(name, {}, free_port(), self.log_dir / f"{key}.log", module=module)
+        proc.env = {**self.env_for(name), f"GW_{name.upper()}_HTTP_PORT": str(proc.port), **self.extra_env.get(name, {})}
+        if module:
+            proc.env["GW_CHAOS_UNSAFE_SERVICE"] = name
+        return proc
+
+    def add_replica(self, name: str, *, unsafe: bool = True) -> str:
+        """Start one more process of a service (same database, same consumer groups); return its key.
+
+        With `unsafe=False` the replica runs the real service even where the stack runs a test
+        entry point for it (e.g. one slow replica and one normal)."""
+        n = 2
+        while f"{name}#{n}" in self.processes:
+            n += 1
+        key = f"{name}#{n}"
+        proc = self._process(name, key)
+        if not unsafe:
+            proc.module = f"services.{name}"
+            proc.env = {k: v for k, v in proc.env.items() if not k.startswith("GW_CHAOS_")}
+        self.processes[key] = proc.start()
+        self.processes[key].wait_healthy(timeout=120)
+        return key
 
     def terminate(self, name: str) -> None:
         """SIGTERM a service and wait for its graceful exit."""
         self.processes[name].terminate()
 
+    def health(self, name: str) -> tuple[int | None, dict[str, Any]]:
+        """A service's readiness answer: status and body (None, {} when it did not answer)."""
+        try:
+            response = httpx.get(self.url(name) + "/health", timeout=5)
+        except httpx.HTTPError as exc:
+            return None, {"error": type(exc).__name__}
+        return response.status_code, response.json()
+
+    def metric(self, name: str, metric: str) -> float | None:
+        """One unlabelled sample of a service's Prometheus metrics (None when unavailable)."""
+        try:
+            text = httpx.get(self.url(name) + "/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+        return None
+
+    def outbox_backlog(self, name: str) -> float | None:
+        """Outbox rows the service has committed but not published yet (its relay's gauge)."""
+        return self.metric(name, f"gridwhistle_{name}_outbox_backlog_events")
+
 
 def start_stack(
-    bootstrap: str, postgres_server: Any, work: Path, *, unsafe: dict[str, str] | None = None
+    bootstrap: str,
+    postgres_server: Any,
+    work: Path,
+    *,
+    unsafe: dict[str, str] | None = None,
+    env: dict[str, dict[str, str]] | None = None,
+    general_report_seconds: float = SHORT_GENERAL_REPORT_SECONDS,
 ) -> ChaosStack:
     """A fresh topic prefix, five fresh databases and the short general report policy."""
     prefix = f"chaos{uuid.uuid4().hex[:8]}."
     create_topics_sync(bootstrap, prefix=prefix)
     policy = DEFAULT_POLICY.model_dump(mode="json")
     policy["version"] = "chaos-short-general"
-    policy["general"]["report"] = SHORT_GENERAL_REPORT_SECONDS
+    policy["general"]["report"] = general_report_seconds
     policy_file = work / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy), encoding="utf-8")
     databases = {n: postgres_server.create_database(f"chaos_{n}_{uuid.uuid4().hex[:6]}") for n in CHAOS_SERVICES}
     stack = ChaosStack(bootstrap, prefix, databases, work / "logs", policy_file)
     stack.unsafe = unsafe or {}
+    stack.extra_env = env or {}
     try:
         return stack.start()
     except Exception:
@@ -177,6 +229,8 @@ class Outcome:
     operations: int
     faults: list[str]
     history_path: Path
+    events: list[invariants.Event] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for logs and the README table."""
@@ -325,10 +379,23 @@ class Driver:
             await asyncio.sleep(max(0.0, started + n * interval - time.monotonic()))
 
 
+Check = Callable[[list[invariants.Event]], list[str]]
+
+
 async def run_scenario(
-    scenario: str, stack: ChaosStack, faults: list[Fault], profile: Profile | None = None
+    scenario: str,
+    stack: ChaosStack,
+    faults: list[Fault],
+    profile: Profile | None = None,
+    *,
+    checks: tuple[Check, ...] = (),
+    notes: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Drive load while injecting faults, drain, read every topic from zero and check the invariants."""
+    """Drive load while injecting faults, drain, read every topic from zero and check the invariants.
+
+    `checks` are the scenario's own invariants over the events (their violations join the verdict);
+    `notes` is what its faults observed (filled while they run), written to the verdict file.
+    """
     profile = profile or current_profile()
     history = History(ARTIFACTS / f"{scenario}.jsonl")
     history.record(op="scenario", scenario=scenario, profile=profile.name, prefix=stack.prefix)
@@ -358,12 +425,17 @@ async def run_scenario(
         history.close()
     operations = [invariants.operation_from_record(r) for r in history.records if r["op"] in invariants.PROMISED_EVENT]
     verdict = invariants.check(operations, events, checked_at=checked_at)
-    outcome = Outcome(scenario, verdict, len(operations), [f.name for f in faults], history.path)
+    for extra in checks:
+        verdict.violations += extra(events)
+    outcome = Outcome(
+        scenario, verdict, len(operations), [f.name for f in faults], history.path, events, notes if notes is not None else {}
+    )
     (ARTIFACTS / f"{scenario}.verdict.json").write_text(
         json.dumps(
             {
                 "summary": outcome.summary(),
                 "violations": verdict.violations,
+                "notes": outcome.notes,
                 # Every event of each incident a violation names, in topic order, for the post-mortem.
                 "evidence": evidence(verdict.violations, events),
             },
@@ -373,8 +445,36 @@ async def run_scenario(
         ),
         encoding="utf-8",
     )
+    # Every event as read, so a verdict can be re-checked offline (`recheck`) after the topics are gone.
+    with (ARTIFACTS / f"{scenario}.events.jsonl").open("w", encoding="utf-8") as out:
+        for event in events:
+            out.write(json.dumps({"id": event.id, "type": event.type, "subject": event.subject, "data": event.data},
+                                 ensure_ascii=False, default=str) + "\n")
     print(outcome.summary())
     return outcome
+
+
+def recheck(scenario: str) -> invariants.Verdict:
+    """The invariants over a finished scenario's saved history and events (as of when it was checked)."""
+    records = [json.loads(line) for line in (ARTIFACTS / f"{scenario}.jsonl").read_text(encoding="utf-8").splitlines()]
+    checked_at = datetime.fromisoformat(next(r["at"] for r in records if r["op"] == "checked"))
+    events = []
+    for line in (ARTIFACTS / f"{scenario}.events.jsonl").read_text(encoding="utf-8").splitlines():
+        raw = json.loads(line)
+        data = {k: _revive(v) for k, v in raw["data"].items()}
+        events.append(invariants.Event(raw["id"], raw["type"], raw["subject"], data))
+    operations = [invariants.operation_from_record(r) for r in records if r["op"] in invariants.PROMISED_EVENT]
+    return invariants.check(operations, events, checked_at=checked_at)
+
+
+def _revive(value: Any) -> Any:
+    """Timestamps back to datetimes (the checker compares them); everything else as saved."""
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] in " T":
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
 
 
 def evidence(violations: list[str], events: list[invariants.Event], limit: int = 10) -> dict[str, list[dict]]:

@@ -24,7 +24,8 @@ BREACHED_THOUGH_REPORTED = "breached though handoff"
 PIPELINE_GRACE = timedelta(seconds=15)
 
 # A handoff in one of these roles must be resolved (or withdrawn) before closure resolves the incident;
-# escalation rungs never hold it back. A dispatch without a role counts as a lead.
+# escalation rungs never hold that back, though an open rung does hold the incident (its unit must act).
+# A dispatch without a role counts as a lead.
 COUNTING_ROLES = ("lead", "co_operating", None)
 
 # The handoff facts that take a handoff out of the incident's readiness (no longer anyone's work).
@@ -291,37 +292,37 @@ def _incidents_end_closed_or_legitimately_open(
             continue  # a new round: routing dispatched the lead again (checked as a dispatch above)
         if "IncidentVerified" in kinds or "IncidentResolved" in kinds:
             continue  # waiting for the reporter's feedback, or for the grid worker to verify
-        held, resolved = _handoffs_still_held(incident_events)
-        if held:
-            continue  # a summoned unit still has to report or resolve
-        if resolved:
+        held, lead_done = _handoffs_still_held(incident_events)
+        if lead_done:
             violations.append(
-                f"incident {incident_id} stuck: every summoned unit resolved or was withdrawn, "
+                f"incident {incident_id} stuck: its lead and every co-operating unit resolved, "
                 "but it was never resolved (IncidentResolved)"
             )
-        else:
-            violations.append(f"incident {incident_id} stuck: every handoff was withdrawn and no unit holds it")
+        elif not held:
+            violations.append(f"incident {incident_id} stuck: every handoff was withdrawn or resolved and no unit holds it")
     return ended, violations
 
 
-def _handoffs_still_held(events: list[Event]) -> tuple[set[str], set[str]]:
-    """The counting handoffs of one incident still held by their unit, and those resolved."""
-    counting: set[str] = set()
+def _handoffs_still_held(events: list[Event]) -> tuple[set[str], bool]:
+    """The handoffs of one incident still held by their unit (any role, an escalation rung too), and
+    whether closure has all it needs: a lead still counting, it and every counting co-operating unit resolved."""
+    roles: dict[str, Any] = {}
     withdrawn: set[str] = set()
     resolved: set[str] = set()
     for event in events:
         handoff_id = event.data.get("handoff_id")
         if event.type == "HandoffDispatched":
-            if event.data.get("role") in COUNTING_ROLES:
-                counting.add(handoff_id)
+            roles[handoff_id] = event.data.get("role")
             if event.data.get("replaces_handoff_id"):
                 withdrawn.add(event.data["replaces_handoff_id"])
         elif event.type in WITHDRAWING_EVENTS:
             withdrawn.add(handoff_id)
         elif event.type == "HandoffResolved":
             resolved.add(handoff_id)
-    active = counting - withdrawn
-    return active - resolved, active & resolved
+    active = set(roles) - withdrawn
+    counting = {h for h in active if roles[h] in COUNTING_ROLES}
+    has_lead = any(roles[h] in ("lead", None) for h in counting)
+    return active - resolved, has_lead and counting <= resolved
 
 
 @dataclass

@@ -239,7 +239,14 @@ def test_an_unresolved_co_operating_unit_still_holds_the_incident():
 def test_an_incident_whose_every_handoff_was_withdrawn_is_stuck():
     events = [reported(), classified(), lead(), event("e-rel", "HandoffReleased", handoff_id=HANDOFF)]
     found = violations([REPORT_OK], events)
-    assert any("every handoff was withdrawn" in v for v in found)
+    assert any("no unit holds it" in v for v in found)
+
+
+def test_an_escalation_rung_replacing_a_breached_handoff_holds_the_incident():
+    rung = event("e-esc", "HandoffDispatched", handoff_id="h-esc", role="escalation", replaces_handoff_id=HANDOFF)
+    assert violations([REPORT_OK], [reported(), classified(), lead(), rung]) == []
+    rung_done = [acked("h-esc"), resolved_handoff("h-esc", "e-hres-esc")]
+    assert any("no unit holds it" in v for v in violations([REPORT_OK], [reported(), classified(), lead(), rung, *rung_done]))
 
 
 def test_a_replaced_handoff_gives_way_to_its_successor():
