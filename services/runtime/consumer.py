@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -31,6 +31,8 @@ DeadLetterPublish = Callable[[str, bytes | None, bytes | None, dict[str, str]], 
 
 HEADER_DLQ_REASON = "gw-dlq-reason"
 HEADER_DLQ_DETAIL = "gw-dlq-detail"
+# Set (to the value's size in bytes) when the record was too large to be dead-lettered with its value.
+HEADER_DLQ_VALUE_DROPPED = "gw-dlq-value-dropped"
 
 
 def is_infrastructure_error(exc: BaseException) -> bool:
@@ -250,7 +252,14 @@ class EventConsumer:
             "gw-dlq-source-offset": str(record.offset),
         }
         # Awaited: the offset must not be committed before the dead letter is safely stored.
-        await self._publish_dlq(self._dlq, record.key, record.value or b"", headers)
+        try:
+            await self._publish_dlq(self._dlq, record.key, record.value or b"", headers)
+        except MessageSizeTooLargeError:
+            # A record just under the broker's limit no longer fits once the dead-letter headers are
+            # added; retrying cannot help, and treating it as an outage would block the partition
+            # forever. Store where it came from and why, without its value.
+            headers[HEADER_DLQ_VALUE_DROPPED] = str(len(record.value or b""))
+            await self._publish_dlq(self._dlq, record.key, b"", headers)
         self._metrics.dead_lettered.labels(record.topic, reason).inc()
         self._metrics.consumed.labels(record.topic, event_type, "dead_lettered").inc()
         log.error(
