@@ -8,11 +8,16 @@ message) or crashes; a missed performance goal is reported in the summary, never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
+from pathlib import Path
 
 from bench.harness import CorrectnessError, Result, infrastructure, write_results
 
@@ -39,6 +44,50 @@ def _deadline(signum: int, frame: object) -> None:
     raise BenchDeadline()
 
 
+# What the hard stop needs: the results so far, the failures, the infrastructure.
+_STATE: dict[str, object] = {}
+# After the deadline, how long the graceful stop may take before the hard one.
+GRACE_SECONDS = 180
+
+
+def _hard_stop(minutes: float) -> None:
+    """The graceful stop did not finish: write what was measured, kill every child, stop PostgreSQL, exit 1.
+
+    Runs in a watchdog thread, so it works whatever the main thread is stuck in (e.g. cancelling
+    a thousand pending HTTP requests). The children were started in their own sessions.
+    """
+    results = _STATE.get("results", [])
+    failures = [*_STATE.get("failures", []), f"the run exceeded its deadline of {minutes:g} minutes and was killed"]
+    try:
+        print(write_results(results, failures=failures).read_text(encoding="utf-8"), flush=True)  # type: ignore[arg-type]
+    finally:
+        me = os.getpid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) != me:
+                    continue
+                if int(fields[2]) == pid:  # its own process group (session leader)
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                continue
+        infra = _STATE.get("infra")
+        if infra is not None and getattr(infra, "postgres", None) is not None:
+            with contextlib.suppress(Exception):
+                infra.postgres.kill()  # type: ignore[union-attr]
+                infra.postgres.cleanup()  # type: ignore[union-attr]
+        if infra is not None and getattr(infra, "work_dir", None) is not None:
+            shutil.rmtree(infra.work_dir, ignore_errors=True)  # type: ignore[union-attr]
+        print(f"[bench] deadline of {minutes:g} minutes exceeded, graceful stop took over {GRACE_SECONDS} s: killed",
+              flush=True)
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks on one shared broker and database server; write the results."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -52,11 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     failures: list[str] = []
     minutes = args.deadline_minutes or DEADLINE_MINUTES[args.profile]
+    _STATE.update(results=results, failures=failures)
     signal.signal(signal.SIGALRM, _deadline)
     signal.alarm(max(1, int(minutes * 60)))
+    watchdog = threading.Timer(minutes * 60 + GRACE_SECONDS, _hard_stop, args=(minutes,))
+    watchdog.daemon = True
+    watchdog.start()
     started = time.monotonic()
     try:
         with infrastructure() as infra:
+            _STATE["infra"] = infra
             for name in selected:
                 module = importlib.import_module(BENCHMARKS[name])
                 print(f"[bench] {name} ({args.profile} profile)", flush=True)
@@ -77,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] deadline of {minutes:g} minutes exceeded; stopped", flush=True)
     finally:
         signal.alarm(0)
+        watchdog.cancel()
     summary = write_results(results, failures=failures)
     print(summary.read_text(encoding="utf-8"))
     print(f"[bench] {len(selected)} benchmark(s) in {time.monotonic() - started:.0f} s; "

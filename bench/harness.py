@@ -382,6 +382,8 @@ class Infrastructure:
     postgres_version: str
     # The broker JVM's pid when this run started it (an external broker's CPU is not visible).
     kafka_pid: int | None = None
+    # Scratch directory of the run (the local broker's data), removed at the end.
+    work_dir: Path | None = None
 
     def postmaster_pid(self) -> int | None:
         """The local PostgreSQL server's pid (None for an external server)."""
@@ -441,7 +443,7 @@ def infrastructure() -> Iterator[Infrastructure]:
             if not admin_url:
                 local_pg = LocalPostgres().start()  # its own directory, traversable by the postgres user
             yield Infrastructure(bootstrap, local_pg, admin_url, kafka_version, _postgres_version(local_pg),
-                                 kafka_pid=kafka.pid if kafka else None)
+                                 kafka_pid=kafka.pid if kafka else None, work_dir=Path(work))
         finally:
             if local_pg is not None:
                 local_pg.stop()
