@@ -50,6 +50,21 @@ def service_manifests(name: str, port: int) -> list[dict[str, Any]]:
                 "name": f"{env_prefix}DATABASE_URL",
                 "valueFrom": {"secretKeyRef": {"name": "gridwhistle-databases", "key": name}},
             },
+            # Every service checks the bearer tokens the console issues with this one secret.
+            {
+                "name": "GW_AUTH_TOKEN_SECRET",
+                "valueFrom": {"secretKeyRef": {"name": "gridwhistle-access", "key": "token-secret"}},
+            },
+            *(
+                [
+                    {
+                        "name": "GW_INTAKE_OPEN311_API_KEYS",
+                        "valueFrom": {"secretKeyRef": {"name": "gridwhistle-access", "key": "open311-api-keys"}},
+                    }
+                ]
+                if name == "intake"
+                else []
+            ),
         ],
         "envFrom": [{"configMapRef": {"name": "gridwhistle-config"}}],
         # /live only says the process answers: restarting on a dependency outage would not help.
@@ -193,7 +208,13 @@ def kustomization(files: list[str]) -> dict[str, Any]:
                 "literals": [
                     f"{name}=postgresql+asyncpg://gridwhistle:gridwhistle@postgres/{name}" for name, _ in SERVICES
                 ],
-            }
+            },
+            # A demo token secret (not the development default, so services start); the production
+            # overlay drops it and the platform's secret manager provides a random one.
+            {
+                "name": "gridwhistle-access",
+                "literals": ["token-secret=demo-cluster-token-secret-replace-me-0000000000", "open311-api-keys={}"],
+            },
         ],
     }
 

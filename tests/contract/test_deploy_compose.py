@@ -8,6 +8,7 @@ with the compose plugin answers, or a standalone `docker-compose` binary is on P
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -46,11 +47,14 @@ def test_compose_file_passes_docker_compose_config():
     command = compose_command()
     if command is None:
         pytest.skip("no Docker Compose here (`docker compose version` fails and no docker-compose binary)")
-    result = subprocess.run(
-        [*command, "-f", str(ROOT / "deploy" / "docker-compose.yml"), "config", "-q"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )
+    compose = [*command, "-f", str(ROOT / "deploy" / "docker-compose.yml"), "config", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "GW_AUTH_TOKEN_SECRET"}
+    result = subprocess.run(compose, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env={**env, "GW_AUTH_TOKEN_SECRET": "x" * 48})
     assert result.returncode == 0, result.stdout + result.stderr
+    # Without a token secret the stack refuses to come up rather than run on a known one.
+    refused = subprocess.run(compose, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert refused.returncode != 0 and "GW_AUTH_TOKEN_SECRET" in refused.stdout + refused.stderr
 
 
 def test_every_service_is_composed_with_port_database_and_a_readiness_health_check():

@@ -170,11 +170,16 @@ def test_every_service_has_probes_resources_replicas_budget_and_a_secret_databas
         assert set(container["resources"]) == {"requests", "limits"}
         database = next(e for e in container["env"] if e["name"] == f"GW_{name.upper()}_DATABASE_URL")
         assert database["valueFrom"]["secretKeyRef"]["key"] == name
+        token_secret = next(e for e in container["env"] if e["name"] == "GW_AUTH_TOKEN_SECRET")
+        assert token_secret["valueFrom"]["secretKeyRef"] == {"name": "gridwhistle-access", "key": "token-secret"}
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         assert services[dns]["spec"]["ports"][0]["port"] == port
         assert budgets[dns]["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert deployments["intake"]["spec"]["replicas"] == 3  # the overlay's patch
-    assert "Secret" not in {doc["kind"] for doc in production}, "production takes database URLs from outside git"
+    open311 = next(e for e in deployments["intake"]["spec"]["template"]["spec"]["containers"][0]["env"]
+                   if e["name"] == "GW_INTAKE_OPEN311_API_KEYS")
+    assert open311["valueFrom"]["secretKeyRef"]["name"] == "gridwhistle-access"
+    assert "Secret" not in {doc["kind"] for doc in production}, "production takes its secrets from outside git"
 
 
 def test_kafka_runs_in_kraft_mode_under_strimzi_with_a_topic_per_catalogue_entry(production):
