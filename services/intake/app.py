@@ -11,9 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 
-from contracts.events import HandoffDispatched
+from contracts.events import HandoffDispatched, IncidentClassified, IncidentReclassified
 from contracts.reference import load_reference_data
-from services.intake.handlers import api_router, observing_report_to_dispatch, projection_handlers
+from services.intake.duplicates import DuplicateLinker
+from services.intake.handlers import api_router, linking_duplicates, observing_report_to_dispatch, projection_handlers
 from services.intake.open311 import PREFIX as OPEN311_PREFIX
 from services.intake.open311 import open311_error, open311_router
 from services.intake.reporting import IncidentReader, ReportDesk
@@ -35,13 +36,17 @@ def create_app(settings: IntakeSettings, clock: Clock | None = None) -> FastAPI:
         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         registry=runtime.metrics.registry,
     )
+    duplicates = DuplicateLinker(runtime, settings)
     for spec, purpose, handlers in projection_handlers():
         if HandoffDispatched.event_type in handlers:
             project = handlers[HandoffDispatched.event_type]
             handlers = {**handlers, HandoffDispatched.event_type: observing_report_to_dispatch(project, report_to_dispatch)}
+        for decided in (IncidentClassified.event_type, IncidentReclassified.event_type):
+            if decided in handlers:
+                handlers = {**handlers, decided: linking_duplicates(handlers[decided], duplicates)}
         runtime.subscribe(spec, handlers, purpose=purpose)
     runtime.use_reference(Areas(reference))
-    desk = ReportDesk(runtime, settings, reference)
+    desk = ReportDesk(runtime, settings, reference, duplicates)
     reader = IncidentReader(runtime, reference)
     keys = ApiKeys(settings.open311_api_keys, dev_mode=settings.auth_dev_mode)
     app = runtime.http_app(

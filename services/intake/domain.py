@@ -126,12 +126,30 @@ class ReportSketch:
     longitude: float | None
     reported_at: datetime
     is_open: bool = True
+    # The category classification decided (None until it has); it outranks the reporter's hint.
+    category: Category | None = None
+    # The incident this one is already linked to as a probable duplicate.
+    duplicate_of: str | None = None
+
+    @property
+    def known_category(self) -> Category | None:
+        """The classified category once there is one, the reporter's hint before."""
+        return self.category or self.category_hint
 
 
 @dataclass(frozen=True)
 class DuplicateMatch:
     """A new report's probable original, and why."""
 
+    original_incident_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DuplicateLink:
+    """An incident found to repeat an earlier one once a category became known."""
+
+    incident_id: str
     original_incident_id: str
     reason: str
 
@@ -167,9 +185,10 @@ def _place_reason(new: ReportSketch, earlier: ReportSketch, policy: DuplicatePol
 
 
 def _matter_reason(new: ReportSketch, earlier: ReportSketch, policy: DuplicatePolicy) -> str | None:
-    if new.category_hint is not None and earlier.category_hint is not None:
-        if new.category_hint is earlier.category_hint:
-            return f"same category {new.category_hint.value}"
+    new_category, earlier_category = new.known_category, earlier.known_category
+    if new_category is not None and earlier_category is not None:
+        if new_category is earlier_category:
+            return f"same category {new_category.value}"
         return None
     similarity = text_similarity(new.description, earlier.description, policy.ngram)
     if similarity >= policy.text_similarity:
@@ -177,10 +196,22 @@ def _matter_reason(new: ReportSketch, earlier: ReportSketch, policy: DuplicatePo
     return None
 
 
+def _linked_either_way(a: ReportSketch, b: ReportSketch) -> bool:
+    return a.duplicate_of == b.incident_id or b.duplicate_of == a.incident_id
+
+
+def _apart(a: ReportSketch, b: ReportSketch) -> str:
+    return f"{abs((a.reported_at - b.reported_at).total_seconds()) / 60:.0f} min"
+
+
 def find_duplicate(new: ReportSketch, earlier: Sequence[ReportSketch], policy: DuplicatePolicy) -> DuplicateMatch | None:
-    """The earliest still-open report within the window that is at the same place about the same matter."""
+    """The earliest still-open report within the window that is at the same place about the same matter.
+
+    At report time the new report's category is its hint; an earlier one's is its classification
+    when known, else its hint. Without a category on either side, near-identical text decides.
+    """
     for candidate in sorted(earlier, key=lambda r: r.reported_at):
-        if candidate.incident_id == new.incident_id or not candidate.is_open:
+        if candidate.incident_id == new.incident_id or not candidate.is_open or _linked_either_way(new, candidate):
             continue
         if not (timedelta(0) <= new.reported_at - candidate.reported_at <= policy.window):
             continue
@@ -190,9 +221,58 @@ def find_duplicate(new: ReportSketch, earlier: Sequence[ReportSketch], policy: D
         matter = _matter_reason(new, candidate, policy)
         if matter is None:
             continue
-        minutes = (new.reported_at - candidate.reported_at).total_seconds() / 60
-        return DuplicateMatch(candidate.incident_id, f"{place}, {matter}, {minutes:.0f} min earlier")
+        return DuplicateMatch(candidate.incident_id, f"{place}, {matter}, {_apart(new, candidate)} earlier")
     return None
+
+
+def _order(report: ReportSketch) -> tuple[datetime, str]:
+    # A strict order, so a pair is only ever linked one way (later -> earlier) whoever is classified first.
+    return report.reported_at, report.incident_id
+
+
+def _same_category_pair(later: ReportSketch, earlier: ReportSketch, policy: DuplicatePolicy) -> DuplicateLink | None:
+    """`later` -> `earlier` when both are open, at the same place, within the window, of one known category."""
+    if later.incident_id == earlier.incident_id or not (later.is_open and earlier.is_open):
+        return None
+    if later.duplicate_of is not None or _linked_either_way(later, earlier):
+        return None
+    if later.reported_at - earlier.reported_at > policy.window:
+        return None
+    category = later.known_category
+    if category is None or category is not earlier.known_category:
+        return None
+    place = _place_reason(later, earlier, policy)
+    if place is None:
+        return None
+    reason = f"{place}, same category {category.value} (classified), {_apart(later, earlier)} earlier"
+    return DuplicateLink(later.incident_id, earlier.incident_id, reason)
+
+
+def links_on_classification(
+    subject: ReportSketch, neighbours: Sequence[ReportSketch], policy: DuplicatePolicy
+) -> list[DuplicateLink]:
+    """The duplicate links an incident's (re)classification makes known, later report -> earlier one.
+
+    The subject is linked to the earliest open earlier report of the same category nearby, unless
+    it is linked already; and, as classifications of different incidents arrive in any order, each
+    later open report nearby of the same category that is not linked yet is linked to the subject.
+    Every incident is linked at most once, never to itself, never to a closed incident.
+    """
+    if subject.category is None:
+        return []
+    links: list[DuplicateLink] = []
+    earlier = sorted((n for n in neighbours if _order(n) < _order(subject)), key=_order)
+    later = sorted((n for n in neighbours if _order(n) > _order(subject)), key=_order)
+    for candidate in earlier:
+        link = _same_category_pair(subject, candidate, policy)
+        if link is not None:
+            links.append(link)
+            break
+    for candidate in later:
+        link = _same_category_pair(candidate, subject, policy)
+        if link is not None:
+            links.append(link)
+    return links
 
 
 # --- progress projection --------------------------------------------------------------------

@@ -46,6 +46,7 @@ from services.intake.domain import (
     should_replace,
     timeline_summary,
 )
+from services.intake.duplicates import DuplicateLinker
 from services.intake.reporting import (
     IdempotencyConflict,
     IncidentReader,
@@ -91,6 +92,17 @@ async def on_classification(uow: UnitOfWork, envelope: Envelope) -> None:
     if values:
         await repo.update_progress(uow.conn, decision.incident_id, **values)
     await _append_timeline(uow, envelope)
+
+
+def linking_duplicates(project_decision: Handler, linker: DuplicateLinker) -> Handler:
+    """Wrap the classification projection so a decided category also links probable duplicates."""
+
+    async def handle(uow: UnitOfWork, envelope: Envelope) -> None:
+        await project_decision(uow, envelope)
+        await linker.after_classification(uow, envelope)
+
+    handle.__doc__ = project_decision.__doc__
+    return handle
 
 
 # --- handoffs -------------------------------------------------------------------------------

@@ -17,16 +17,8 @@ from contracts.events import DuplicateLinked, IncidentReported, Location
 from contracts.reference import ReferenceData
 from contracts.vocabulary import Category, HandoffRole, HandoffState
 from services.intake import repository as repo
-from services.intake.domain import (
-    DuplicateMatch,
-    DuplicatePolicy,
-    HandoffView,
-    ReportSketch,
-    all_units_reported,
-    bounding_box,
-    find_duplicate,
-    incident_status,
-)
+from services.intake.domain import DuplicateMatch, HandoffView, ReportSketch, all_units_reported, incident_status
+from services.intake.duplicates import DuplicateLinker, link_summary
 from services.intake.settings import IntakeSettings
 from services.runtime.host import ServiceRuntime
 from services.runtime.logs import bind_event_context, get_logger
@@ -117,24 +109,17 @@ class Submission:
 class ReportDesk:
     """Validates a report against reference data, stores it and stages its events in one transaction."""
 
-    def __init__(self, runtime: ServiceRuntime, settings: IntakeSettings, reference: ReferenceData) -> None:
+    def __init__(
+        self, runtime: ServiceRuntime, settings: IntakeSettings, reference: ReferenceData, duplicates: DuplicateLinker
+    ) -> None:
         self._runtime = runtime
         self._settings = settings
         self._reference = reference
-        self._policy = DuplicatePolicy(
-            radius_m=settings.duplicate_radius_m,
-            window=timedelta(minutes=settings.duplicate_window_minutes),
-            text_similarity=settings.duplicate_text_similarity,
-        )
+        self._duplicates = duplicates
         self.reported = Counter(
             "gridwhistle_intake_incidents_reported_total",
             "Incidents reported, by category hint ('none' without one) and channel (api, open311).",
             ["category_hint", "channel"],
-            registry=runtime.metrics.registry,
-        )
-        self.duplicates = Counter(
-            "gridwhistle_intake_duplicates_linked_total",
-            "Reports linked to an earlier open incident as probable duplicates.",
             registry=runtime.metrics.registry,
         )
 
@@ -188,7 +173,7 @@ class ReportDesk:
             log.info("incident reported", grid_id=report.grid_id, channel=channel, duplicate_of=submission.duplicate_of)
             self.reported.labels(report.category_hint.value if report.category_hint else "none", channel).inc()
             if submission.duplicate_of:
-                self.duplicates.inc()
+                self._duplicates.linked.labels("report").inc()
         return submission
 
     async def _submit_once(
@@ -273,7 +258,7 @@ class ReportDesk:
                     incident_id=incident_id,
                     at=now,
                     type=DuplicateLinked.event_type,
-                    summary=f"probable duplicate of {match.original_incident_id} ({match.reason})",
+                    summary=link_summary(match.original_incident_id, match.reason),
                 )
             await uow.emit(*envelopes)
             await self._runtime.audit.accepted(uow, target=f"incident:{incident_id}", reason=f"reported in grid {report.grid_id}")
@@ -282,33 +267,16 @@ class ReportDesk:
     async def _find_duplicate(
         self, conn: AsyncConnection, incident_id: str, report: ReportIncident, now: datetime
     ) -> DuplicateMatch | None:
-        location = report.location
-        has_point = location.latitude is not None and location.longitude is not None
-        box = bounding_box(location.latitude, location.longitude, self._policy.radius_m) if has_point else None  # type: ignore[arg-type]
-        rows = await repo.recent_reports_near(conn, grid_id=report.grid_id, box=box, since=now - self._policy.window)
         new = ReportSketch(
             incident_id=incident_id,
             grid_id=report.grid_id,
             description=report.description,
             category_hint=report.category_hint,
-            latitude=location.latitude,
-            longitude=location.longitude,
+            latitude=report.location.latitude,
+            longitude=report.location.longitude,
             reported_at=now,
         )
-        earlier = [
-            ReportSketch(
-                incident_id=row.incident_id,
-                grid_id=row.grid_id,
-                description=row.description,
-                category_hint=Category(row.category_hint) if row.category_hint else None,
-                latitude=row.latitude,
-                longitude=row.longitude,
-                reported_at=row.reported_at,
-                is_open=row.closed_at is None,
-            )
-            for row in rows
-        ]
-        return find_duplicate(new, earlier, self._policy)
+        return await self._duplicates.at_report(conn, new)
 
 
 def _replay(stored: Any, body_hash: str) -> Submission:

@@ -176,9 +176,9 @@ async def list_incidents(
 
 
 async def recent_reports_near(
-    conn: AsyncConnection, *, grid_id: str, box: BoundingBox | None, since: datetime
+    conn: AsyncConnection, *, grid_id: str, box: BoundingBox | None, since: datetime, until: datetime | None = None
 ) -> list[Any]:
-    """Reports since `since` in the same grid or inside the box, with whether each is closed."""
+    """Reports from `since` (to `until`) in the same grid or inside the box, with their category and closing time."""
     place = incidents.c.grid_id == grid_id
     if box is not None:
         place = or_(
@@ -188,14 +188,31 @@ async def recent_reports_near(
                 incidents.c.longitude.between(box.min_longitude, box.max_longitude),
             ),
         )
+    when = incidents.c.reported_at >= since
+    if until is not None:
+        when = and_(when, incidents.c.reported_at <= until)
     query = (
-        select(incidents, progress.c.closed_at)
+        select(incidents, progress.c.category, progress.c.closed_at)
         .select_from(incidents.outerjoin(progress, progress.c.incident_id == incidents.c.incident_id))
-        .where(place, incidents.c.reported_at >= since)
+        .where(place, when)
         .order_by(incidents.c.reported_at)
         .limit(500)
     )
     return list((await conn.execute(query)).all())
+
+
+async def link_duplicate(conn: AsyncConnection, *, incident_id: str, original_incident_id: str, reason: str) -> bool:
+    """Mark an incident as a probable duplicate unless it is linked already; True when this call linked it.
+
+    The condition is what keeps a pair to one link when two transactions find it at once: the
+    second waits for the first's row lock, then finds the incident linked.
+    """
+    result = await conn.execute(
+        update(incidents)
+        .where(incidents.c.incident_id == incident_id, incidents.c.duplicate_of.is_(None))
+        .values(duplicate_of=original_incident_id, duplicate_reason=reason[:300])
+    )
+    return result.rowcount == 1
 
 
 LEGACY_KEY_SCOPE = ""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from contracts.events import HandoffAcknowledged, HandoffDispatched, IncidentClosed
+from contracts.events import HandoffAcknowledged, HandoffDispatched, IncidentClassified, IncidentClosed
 from contracts.vocabulary import Category, ClosureOutcome, HandoffRole, Urgency
 from services.intake.app import create_app
 from services.intake.repository import incidents
@@ -68,3 +68,30 @@ async def test_projection_and_open311_filters_work_on_postgres(pg_url):
         closed = (await client.get("/open311/v2/requests.json", params={"status": "closed"})).json()
         assert [r["service_request_id"] for r in closed] == [incident]
         assert (await client.get("/open311/v2/requests.json", params={"status": "open"})).json() == []
+
+
+async def test_classification_links_duplicates_once_on_postgres(pg_url):
+    clock = FakeClock(START)
+    app = create_app(IntakeSettings(database_url=pg_url, log_json=False, duplicate_window_minutes=10), clock=clock)
+    async with running(app) as client:
+        original = (await client.post("/api/v1/incidents", json={**BODY, "description": "小区门口有人吵架"})).json()["incident_id"]
+        clock.advance(timedelta(minutes=10))
+        repeat = (await client.post("/api/v1/incidents", json={**BODY, "description": "门口两个男的动手了"})).json()["incident_id"]
+        clock.advance(timedelta(seconds=1))
+        late = (await client.post("/api/v1/incidents", json={**BODY, "description": "门口又有人动手"})).json()["incident_id"]
+        decisions = [
+            envelope_for(
+                IncidentClassified(
+                    incident_id=i, grid_id="G0001", category=Category.VIOLENCE, urgency=Urgency.URGENT, priority=1,
+                    confidence=0.9, classifier_version="test",
+                ),
+                i,
+            )
+            for i in (repeat, original, late)
+        ]
+        for decision in decisions:
+            await publish(app, decision)
+        await publish(app, decisions[0])  # redelivered
+        links = [(e.data.incident_id, e.data.original_incident_id) for e in await outbox_envelopes(app) if e.type == "DuplicateLinked"]
+        # The late report is 10 min 1 s after the original (outside the window) but 1 s after the repeat.
+        assert links == [(repeat, original), (late, repeat)]

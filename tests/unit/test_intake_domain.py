@@ -21,6 +21,7 @@ from services.intake.domain import (
     canonical_body_hash,
     find_duplicate,
     haversine_m,
+    links_on_classification,
     incident_status,
     nearest_grid,
     open311_status,
@@ -46,8 +47,10 @@ def sketch(
     latitude: float | None = None,
     longitude: float | None = None,
     is_open: bool = True,
+    category: Category | None = None,
+    duplicate_of: str | None = None,
 ) -> ReportSketch:
-    return ReportSketch(incident_id, grid_id, description, hint, latitude, longitude, at, is_open)
+    return ReportSketch(incident_id, grid_id, description, hint, latitude, longitude, at, is_open, category, duplicate_of)
 
 
 # --- geography ------------------------------------------------------------------------------
@@ -122,6 +125,84 @@ def test_the_earliest_matching_open_report_is_the_original():
     first, second = sketch("a", at=T0), sketch("b", at=T0 + timedelta(minutes=5))
     match = find_duplicate(sketch("c", at=T0 + timedelta(minutes=8)), [second, first], POLICY)
     assert match.original_incident_id == "a"
+
+
+def test_at_report_an_earlier_incidents_classified_category_outranks_its_hint():
+    earlier = sketch("a", hint=None, description="有人在楼道里大声吵闹", category=Category.NOISE)
+    new = sketch("b", hint=Category.NOISE, description="半夜装修电钻声", at=T0 + timedelta(minutes=3))
+    match = find_duplicate(new, [earlier], POLICY)
+    assert match is not None and "same category noise" in match.reason
+    reclassified = sketch("a", hint=Category.NOISE, category=Category.NEIGHBOUR_DISPUTE)
+    assert find_duplicate(new, [reclassified], POLICY) is None
+
+
+# --- duplicate linking once the category is known -------------------------------------------------
+
+
+def classified(incident_id: str, minutes: float = 0, category: Category | None = Category.VIOLENCE, **kw) -> ReportSketch:
+    return sketch(incident_id, hint=None, description=f"描述 {incident_id}", at=T0 + timedelta(minutes=minutes), category=category, **kw)
+
+
+def pairs(links) -> list[tuple[str, str]]:
+    return [(link.incident_id, link.original_incident_id) for link in links]
+
+
+def test_a_classified_incident_is_linked_to_the_earliest_open_earlier_one_of_its_category():
+    subject = classified("c", 20)
+    neighbours = [classified("b", 10), classified("a", 5), classified("x", 1, Category.NOISE)]
+    (link,) = links_on_classification(subject, neighbours, POLICY)
+    assert (link.incident_id, link.original_incident_id) == ("c", "a")
+    assert link.reason == "same grid G0001, same category violence (classified), 15 min earlier"
+
+
+def test_classified_first_the_earlier_incident_picks_up_later_unlinked_ones():
+    earlier = classified("a", 0)
+    later = [classified("b", 5), classified("c", 8), classified("d", 9, duplicate_of="z"), classified("e", 9, Category.FIRE)]
+    assert pairs(links_on_classification(earlier, later, POLICY)) == [("b", "a"), ("c", "a")]
+
+
+def test_a_pair_is_linked_one_way_whichever_is_classified_first():
+    a, b = classified("a", 0), classified("b", 4)
+    assert pairs(links_on_classification(a, [b], POLICY)) == [("b", "a")]
+    assert pairs(links_on_classification(b, [a], POLICY)) == [("b", "a")]
+    # Reported at the same instant: the incident id breaks the tie, the same way from both sides.
+    twin_a, twin_b = classified("a", 0), classified("b", 0)
+    assert pairs(links_on_classification(twin_a, [twin_b], POLICY)) == pairs(links_on_classification(twin_b, [twin_a], POLICY)) == [("b", "a")]
+
+
+def test_no_link_to_itself_twice_backwards_or_with_a_closed_incident():
+    subject = classified("b", 5)
+    assert links_on_classification(subject, [classified("b", 5)], POLICY) == []
+    assert links_on_classification(classified("b", 5, duplicate_of="q"), [classified("a", 0)], POLICY) == []
+    assert links_on_classification(subject, [classified("a", 0, is_open=False)], POLICY) == []
+    assert links_on_classification(classified("b", 5, is_open=False), [classified("a", 0)], POLICY) == []
+    # Linked the other way round already (at report time, same instant): not linked back.
+    assert links_on_classification(classified("a", 0, duplicate_of="b"), [classified("b", 0)], POLICY) == []
+    assert links_on_classification(classified("b", 0), [classified("a", 0, duplicate_of="b")], POLICY) == []
+
+
+def test_an_unclassified_subject_links_nothing_and_an_unclassified_neighbour_counts_by_its_hint():
+    assert links_on_classification(classified("b", 5, category=None), [classified("a", 0)], POLICY) == []
+    hinted = sketch("a", hint=Category.VIOLENCE, at=T0)
+    assert pairs(links_on_classification(classified("b", 5), [hinted], POLICY)) == [("b", "a")]
+    assert links_on_classification(classified("b", 5), [sketch("a", hint=None, at=T0)], POLICY) == []
+
+
+def test_classification_links_honour_the_configured_window_and_radius():
+    policy = DuplicatePolicy(radius_m=500, window=timedelta(minutes=10))
+    # 0.0044° of latitude is about 489 m, 0.0046° about 511 m.
+    assert haversine_m(28.1, 112.9, 28.1044, 112.9) < 500 < haversine_m(28.1, 112.9, 28.1046, 112.9)
+    origin = classified("a", 0, grid_id="G0001", latitude=28.1, longitude=112.9)
+
+    def later(minutes: float, latitude: float) -> ReportSketch:
+        return classified("b", minutes, grid_id="G0002", latitude=latitude, longitude=112.9)
+
+    assert pairs(links_on_classification(later(10, 28.1044), [origin], policy)) == [("b", "a")]
+    assert links_on_classification(later(10, 28.1046), [origin], policy) == []
+    assert links_on_classification(later(10 + 1 / 60, 28.1044), [origin], policy) == []
+    assert links_on_classification(later(9, 28.1044), [origin], DuplicatePolicy(radius_m=400, window=timedelta(minutes=10))) == []
+    # Without coordinates on one side only the same grid counts.
+    assert links_on_classification(classified("b", 1, grid_id="G0002"), [origin], policy) == []
 
 
 def test_text_similarity_is_jaccard_of_character_bigrams():
