@@ -8,7 +8,8 @@ Access: filing a request needs the GeoReport `api_key` (a query or body paramete
 configured city app (GW_INTAKE_OPEN311_API_KEYS), which files as that integration principal and
 is trusted to name the reporter. Reading requests (they carry descriptions and addresses) needs
 such a key or a supervisor's or admin's bearer token. The service list and definitions are open:
-they are the public catalogue GeoReport clients discover first.
+they are the public catalogue GeoReport clients discover first. An `Idempotency-Key` header is
+the city app's own: another app (or a grid worker) using the same key never meets its requests.
 """
 
 from __future__ import annotations
