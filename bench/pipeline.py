@@ -97,6 +97,8 @@ STEP_MAX_LAG_SECONDS = 2.0
 # missing once nothing arrived for ARRIVAL_IDLE_SECONDS, or at the cap, is a gap (a lost message).
 ARRIVAL_WAIT_SECONDS = 600.0
 ARRIVAL_IDLE_SECONDS = 30.0
+# Concurrent HTTP requests to intake (the load generator's connection pool).
+HTTP_CONNECTIONS = 200
 # Before each run, how long to wait for what earlier runs left flowing through the services.
 QUIESCE_SECONDS = 180.0
 
@@ -357,8 +359,10 @@ class Run:
     issued: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
     meter: CpuMeter = field(init=False)
+    _http_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
+        self._http_slots = asyncio.Semaphore(HTTP_CONNECTIONS)
         def processes() -> dict[str, int | None]:
             return {**{n: s.pid for n, s in self.services.items()},
                     self.raw_hop.name: self.raw_hop.proc.pid, self.raw_chain.name: self.raw_chain.proc.pid}
@@ -398,9 +402,13 @@ class Run:
             "description": f"楼下有人打架，有人流血，请民警快来 #{i}",
             "location": {"latitude": GRID.latitude, "longitude": GRID.longitude},
         }
-        response = await self.http.post(f"{self.services['intake'].url}/api/v1/incidents", json=body,
-                                        headers={"Idempotency-Key": str(uuid.uuid4()),
-                                                 "Authorization": f"Bearer {self.reporter_token}"})
+        # At most HTTP_CONNECTIONS requests inside httpx: its pool scans every queued request on each
+        # change (quadratic when thousands queue at an overloaded step). Latency still counts from
+        # the due time, so waiting here hides nothing.
+        async with self._http_slots:
+            response = await self.http.post(f"{self.services['intake'].url}/api/v1/incidents", json=body,
+                                            headers={"Idempotency-Key": str(uuid.uuid4()),
+                                                     "Authorization": f"Bearer {self.reporter_token}"})
         response.raise_for_status()
         return response.json()["incident_id"]
 
@@ -706,7 +714,7 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
         raw_hop = await RawChain.start(infra, prefix, 1, log_dir)
         raw_chain = await RawChain.start(infra, prefix, 4, log_dir)
         await producer.start()
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        limits = httpx.Limits(max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
             run = Run(infra, profile, prefix, services, databases, producer, http, raw_hop, raw_chain)
             await run.one_hop()
