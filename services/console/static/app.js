@@ -13,7 +13,7 @@ const I18N = {
     timeToReport: "报到用时分布", breachesToday: "今日超时", breached: "已超时", warned: "即将超时", reported: "已报到",
     awaiting: "待报到", left: "剩余", over: "超时", timeline: "时间线", reclassify: "改判", reassign: "转派", summon: "增派部门",
     escalate: "上报指挥中心", reason: "理由", acknowledge: "报到", decline: "退回", onScene: "到达现场", resolve: "办结",
-    verify: "核查通过", reject: "核查不通过", feedback: "评价", live: "● 实时", offline: "○ 重连中", escalation: "升级",
+    verify: "核查通过", reject: "核查不通过", feedback: "评价", live: "● 实时", offline: "○ 重连中", escalation: "升级", duplicateOf: "疑似重复",
     responseRate: "响应率", resolutionRate: "解决率", satisfactionRate: "满意率", unit: "单位", onTimeRate: "按时报到率",
     summoned: "派单", none: "无", submitted: "已上报，编号", close: "关闭", noItems: "暂无事件", level: "级",
     onTimeReportRate: "按时报到率", due: "应报到", commandCentre: "指挥中心接办", breachesByKind: "今日超时（按时限）",
@@ -42,7 +42,7 @@ const I18N = {
     breached: "Breached", warned: "Due soon", reported: "Reported", awaiting: "Awaiting report", left: "left", over: "over",
     timeline: "Timeline", reclassify: "Reclassify", reassign: "Reassign", summon: "Add department", escalate: "Escalate to command centre", reason: "Reason",
     acknowledge: "Report (报到)", decline: "Decline", onScene: "On scene", resolve: "Resolve", verify: "Verified",
-    reject: "Not done", feedback: "Feedback", live: "● live", offline: "○ reconnecting", escalation: "Escalation",
+    reject: "Not done", feedback: "Feedback", live: "● live", offline: "○ reconnecting", escalation: "Escalation", duplicateOf: "Probable duplicate of",
     responseRate: "Response rate", resolutionRate: "Resolution rate", satisfactionRate: "Satisfaction rate", unit: "Unit",
     onTimeRate: "On-time report rate", summoned: "Summoned", none: "none", submitted: "Reported, id", close: "Close",
     noItems: "No incidents", level: "level",
@@ -257,7 +257,8 @@ function itemHtml(item) {
   const classes = ["item", item.urgency === "urgent" ? "urgent" : "", item.breached ? "breached" : item.warned ? "warned" : "",
     state.selected === item.incident_id ? "selected" : ""].join(" ");
   const escalated = (item.escalation_level > 0 ? `<span class="badge">↑ ${t("escalation")} ${item.escalation_level}</span>` : "")
-    + (item.command_centre_at ? `<span class="badge command-centre">⇪ ${t("commandCentre")}</span>` : "");
+    + (item.command_centre_at ? `<span class="badge command-centre">⇪ ${t("commandCentre")}</span>` : "")
+    + (item.duplicate_of ? `<span class="badge duplicate" title="${esc(item.duplicate_of)}">≈ ${t("duplicateOf")} ${esc(item.duplicate_of.slice(0, 8))}</span>` : "");
   return `<div class="${classes}" data-incident="${esc(item.incident_id)}" data-status="${esc(item.status)}" tabindex="0">
     <div class="line"><span class="badge ${esc(item.urgency)}">${esc(t(item.urgency || ""))}</span>
       <strong>${esc(tt("categories", item.category || "other"))}</strong>
