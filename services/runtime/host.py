@@ -6,12 +6,16 @@ starts, so tests can swap the broker for FastStream's in-memory TestKafkaBroker 
 """
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import OutOfOrderSequenceNumber, ProducerFenced
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from faststream._internal.parser import DefaultCodec
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -107,6 +111,7 @@ class ServiceRuntime:
             interval_seconds=settings.health_sample_seconds,
         )
         self._committers: list[OffsetCommitter] = []
+        self._producer_lock = asyncio.Lock()
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
@@ -193,10 +198,61 @@ class ServiceRuntime:
         self._background.append((name, task))
 
     async def _publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> Any:
-        return await self.broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+        producer = self._live_producer()
+        try:
+            sent = await self.broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+        except Exception as exc:
+            await self._renew_if_dead(producer, exc)
+            raise
+        # The relay awaits the broker's acknowledgements later, together; they may fail fatally too.
+        return self._acknowledged(sent, producer) if inspect.isawaitable(sent) else sent
+
+    async def _acknowledged(self, sent: Any, producer: Any) -> Any:
+        try:
+            return await sent
+        except Exception as exc:
+            await self._renew_if_dead(producer, exc)
+            raise
 
     async def _publish_confirmed(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]) -> Any:
-        return await self.broker.publish(value or b"", topic, key=key, headers=headers)
+        producer = self._live_producer()
+        try:
+            return await self.broker.publish(value or b"", topic, key=key, headers=headers)
+        except Exception as exc:
+            await self._renew_if_dead(producer, exc)
+            raise
+
+    def _live_producer(self) -> Any:
+        state = getattr(self.broker.config.producer, "_producer", None)
+        return getattr(state, "producer", None) if state else None
+
+    async def _renew_if_dead(self, producer: Any, exc: BaseException) -> None:
+        """Replace the Kafka producer a publish failed on if that failure is fatal for it.
+
+        An idempotent aiokafka producer that got OutOfOrderSequenceNumber (after a broker outage)
+        or was fenced keeps failing every send to that partition, or every send once its sender
+        task died, for the life of the process: the outbox would never drain and dead letters never
+        be stored. The caller retries as after any publish failure; the fresh producer (a new
+        producer id, so new sequences) publishes from the first pending row on; consumers dedupe.
+        """
+        sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        dead = sender is not None and sender.done()
+        if producer is None or not (dead or isinstance(exc, OutOfOrderSequenceNumber | ProducerFenced)):
+            return
+        async with self._producer_lock:
+            if self._live_producer() is not producer:
+                return  # renewed already by a concurrent failure
+            log.error("Kafka producer failed fatally; replacing it", error=repr(exc)[:200])
+            config = self.broker.config.broker_config
+            try:
+                await asyncio.wait_for(config.producer.disconnect(), timeout=10)
+            except Exception as failure:  # noqa: BLE001 - a dead producer may not close cleanly
+                log.warning("closing the failed producer", error=repr(failure)[:200])
+            await config.producer.connect(
+                AIOKafkaProducer(**self.broker._connection_kwargs),  # noqa: SLF001 - the broker's producer settings
+                serializer=config.fd_config._serializer,  # noqa: SLF001
+                codec=config.broker_codec or DefaultCodec(),
+            )
 
     async def start(self) -> None:
         """Migrate the schema, connect the broker, start the relay and background tasks."""

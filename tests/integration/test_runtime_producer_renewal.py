@@ -1,0 +1,94 @@
+"""A Kafka producer that failed fatally is replaced, so the outbox drains again without a restart.
+
+Found by the chaos suite's long broker outage: after the broker came back, an idempotent producer
+answered OutOfOrderSequenceNumber to every send for the rest of the process's life, so no outbox
+drained and every committed event waited forever.
+"""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
+from sqlalchemy import MetaData
+
+from services.runtime.host import ServiceRuntime
+from services.runtime.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+
+
+async def values_on(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch is lazy
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        found: list[bytes] = []
+        while any([(await consumer.position(tp)) < end[tp] for tp in partitions]):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                found += [r.value for r in records]
+        return found
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def runtime(kafka_bootstrap, kafka_topics, tmp_path):
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 't.db'}",
+        topic_prefix=next(iter(kafka_topics.values())).split("gridwhistle.")[0],
+        auth_dev_mode=True,
+    )
+    runtime = ServiceRuntime("t", settings, MetaData(), configure_logs=False)
+    await runtime.broker.start()
+    yield runtime
+    await runtime.broker.stop()
+    await runtime.engine.dispose()
+
+
+def wedge(runtime: ServiceRuntime) -> None:
+    """Put the live producer in the state the outage left it in: every send refused for good."""
+    runtime._live_producer()._message_accumulator.fail_all(OutOfOrderSequenceNumber())  # noqa: SLF001
+
+
+async def test_a_producer_refusing_every_send_is_replaced_and_the_next_publish_lands(runtime, kafka_bootstrap, kafka_topics):
+    topic = kafka_topics["gridwhistle.intake.incidents"]
+    before = runtime._live_producer()  # noqa: SLF001
+    await (await runtime._publish(topic, b"k", b"first", {}))  # noqa: SLF001
+    wedge(runtime)
+
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await runtime._publish(topic, b"k", b"refused", {})  # noqa: SLF001
+    assert runtime._live_producer() is not before  # noqa: SLF001
+
+    await (await runtime._publish(topic, b"k", b"after", {}))  # noqa: SLF001
+    await runtime._publish_confirmed(topic, b"k", b"confirmed", {})  # noqa: SLF001
+    assert await values_on(kafka_bootstrap, topic) == [b"first", b"after", b"confirmed"]
+
+
+async def test_a_failed_acknowledgement_with_out_of_order_sequence_replaces_the_producer_once(runtime, kafka_topics):
+    topic = kafka_topics["gridwhistle.intake.incidents"]
+    before = runtime._live_producer()  # noqa: SLF001
+
+    async def refused() -> None:
+        raise OutOfOrderSequenceNumber()
+
+    for _ in range(3):  # several acknowledgements of one relay round fail together
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await runtime._acknowledged(refused(), before)  # noqa: SLF001
+    renewed = runtime._live_producer()  # noqa: SLF001
+    assert renewed is not before
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await runtime._acknowledged(refused(), before)  # noqa: SLF001 - an old failure renews nothing more
+    assert runtime._live_producer() is renewed  # noqa: SLF001
+
+
+async def test_an_ordinary_publish_failure_keeps_the_producer(runtime):
+    before = runtime._live_producer()  # noqa: SLF001
+    await runtime._renew_if_dead(before, KafkaTimeoutError())  # noqa: SLF001 - an outage, not a dead producer
+    assert runtime._live_producer() is before  # noqa: SLF001
