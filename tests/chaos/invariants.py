@@ -313,7 +313,9 @@ def _handoffs_still_held(events: list[Event]) -> tuple[set[str], bool]:
         handoff_id = event.data.get("handoff_id")
         if event.type == "HandoffDispatched":
             roles[handoff_id] = event.data.get("role")
-            if event.data.get("replaces_handoff_id"):
+            # An escalation rung chases the breached handoff it names; that unit still holds the
+            # incident (closure's rule too). A reassignment or re-dispatch does replace it.
+            if event.data.get("replaces_handoff_id") and event.data.get("role") != "escalation":
                 withdrawn.add(event.data["replaces_handoff_id"])
         elif event.type in WITHDRAWING_EVENTS:
             withdrawn.add(handoff_id)

@@ -242,11 +242,14 @@ def test_an_incident_whose_every_handoff_was_withdrawn_is_stuck():
     assert any("no unit holds it" in v for v in found)
 
 
-def test_an_escalation_rung_replacing_a_breached_handoff_holds_the_incident():
+def test_an_escalation_rung_chasing_a_breached_lead_leaves_the_lead_holding_the_incident():
+    # Found by sigterm-each-service: every unit reported late, their rungs were released, and the
+    # checker had taken the rungs for replacements, so nobody seemed to hold the incident.
     rung = event("e-esc", "HandoffDispatched", handoff_id="h-esc", role="escalation", replaces_handoff_id=HANDOFF)
-    assert violations([REPORT_OK], [reported(), classified(), lead(), rung]) == []
-    rung_done = [acked("h-esc"), resolved_handoff("h-esc", "e-hres-esc")]
-    assert any("no unit holds it" in v for v in violations([REPORT_OK], [reported(), classified(), lead(), rung, *rung_done]))
+    released = event("e-rel", "HandoffReleased", handoff_id="h-esc")
+    assert violations([REPORT_OK], [reported(), classified(), lead(), rung, acked(), released]) == []
+    lead_done = [reported(), classified(), lead(), rung, acked(), released, resolved_handoff()]
+    assert any("never resolved (IncidentResolved)" in v for v in violations([REPORT_OK], lead_done))
 
 
 def test_a_replaced_handoff_gives_way_to_its_successor():
