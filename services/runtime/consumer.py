@@ -27,6 +27,9 @@ from services.runtime.outbox import UnitOfWork
 log = get_logger(__name__)
 
 Handler = Callable[[UnitOfWork, Envelope], Awaitable[None]]
+# Handles a run of consecutive fresh events of one type from one partition, in their order, with
+# the effect of calling the type's Handler on each in turn (set-based statements instead of N).
+BatchHandler = Callable[[UnitOfWork, list[Envelope]], Awaitable[None]]
 DeadLetterPublish = Callable[[str, bytes | None, bytes | None, dict[str, str]], Awaitable[Any]]
 
 HEADER_DLQ_REASON = "gw-dlq-reason"
@@ -66,6 +69,7 @@ class EventConsumer:
         name: str,
         dead_letter_topic: str,
         handlers: Mapping[str, Handler],
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
         unit_of_work: Callable[[], UnitOfWork],
         publish_dead_letter: DeadLetterPublish,
         metrics: RuntimeMetrics,
@@ -75,6 +79,10 @@ class EventConsumer:
         self.name = name
         self._dlq = dead_letter_topic
         self._handlers = dict(handlers)
+        self._batch_handlers = dict(batch_handlers or {})
+        if unknown := set(self._batch_handlers) - set(self._handlers):
+            # A record alone (or redelivered one by one after a failure) needs its per-record handler.
+            raise ValueError(f"batch handlers without a per-record handler: {sorted(unknown)}")
         self._uow = unit_of_work
         self._publish_dlq = publish_dead_letter
         self._metrics = metrics
@@ -157,6 +165,8 @@ class EventConsumer:
         async with self._uow() as uow:
             wanted = [str(e.id) for _, e in decoded if isinstance(e, Envelope) and e.type in self._handlers]
             fresh = await uow.claim_many(self.name, wanted)
+            run: list[Envelope] = []
+            run_source: tuple[str, int] | None = None
             for record, envelope in decoded:
                 if isinstance(envelope, PoisonMessage):
                     outcomes.append("dead_lettered")
@@ -170,18 +180,38 @@ class EventConsumer:
                     outcomes.append("duplicate")  # processed before, or a second copy in this batch
                     continue
                 fresh.discard(event_id)
-                bind_event_context(
-                    incident_id=envelope.subject,
-                    event_id=envelope.id,
-                    event_type=envelope.type,
-                    correlation_id=envelope.correlation_id,
-                    causation_id=envelope.causation_id,
-                )
-                uow.next_step()
-                uow.source = (record.topic, record.partition)
-                await handler(uow, envelope)
                 outcomes.append("processed")
+                source = (record.topic, record.partition)
+                if run and (envelope.type != run[0].type or source != run_source):
+                    await self._handle_run(uow, run, run_source)
+                    run = []
+                run.append(envelope)
+                run_source = source
+            if run:
+                await self._handle_run(uow, run, run_source)
         return outcomes
+
+    async def _handle_run(self, uow: UnitOfWork, run: list[Envelope], source: tuple[str, int] | None) -> None:
+        """Handle consecutive fresh events of one type from one partition, together if the type allows."""
+        batch_handler = self._batch_handlers.get(run[0].type)
+        if batch_handler is not None and len(run) > 1:
+            clear_event_context()
+            uow.next_step()
+            uow.source = source
+            await batch_handler(uow, run)
+            return
+        handler = self._handlers[run[0].type]
+        for envelope in run:
+            bind_event_context(
+                incident_id=envelope.subject,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.causation_id,
+            )
+            uow.next_step()
+            uow.source = source
+            await handler(uow, envelope)
 
     async def _process(self, record: Record) -> str:
         clear_event_context()

@@ -29,7 +29,7 @@ from services.runtime.access import Areas
 from services.runtime.audit import AuditMiddleware, AuditTrail, add_audit_table
 from services.runtime.auth import AccessError, Authenticator, access_error_response, check_access_settings, codec_for
 from services.runtime.clock import Clock, SystemClock
-from services.runtime.consumer import EventConsumer, Handler, record_from_kafka
+from services.runtime.consumer import BatchHandler, EventConsumer, Handler, record_from_kafka
 from services.runtime.db import add_runtime_tables, create_engine, ping
 from services.runtime.health import ConsumerHealthMonitor, measure_event_loop_lag
 from services.runtime.http import LimitRequestBody
@@ -141,13 +141,21 @@ class ServiceRuntime:
             on_commit=self.relay.notify,
         )
 
-    def subscribe(self, spec: TopicSpec, handlers: Mapping[str, Handler], *, purpose: str = "main") -> EventConsumer:
+    def subscribe(
+        self,
+        spec: TopicSpec,
+        handlers: Mapping[str, Handler],
+        *,
+        purpose: str = "main",
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
+    ) -> EventConsumer:
         """Consume `spec` in this service's own consumer group, committing only after processing."""
         group_id = f"{self.settings.topic_prefix}gridwhistle.{self.name}.{purpose}"
         consumer = EventConsumer(
             name=group_id,
             dead_letter_topic=self.settings.topic_prefix + spec.dead_letter,
             handlers=handlers,
+            batch_handlers=batch_handlers,
             unit_of_work=self.unit_of_work,
             publish_dead_letter=self._publish_confirmed,
             metrics=self.metrics,

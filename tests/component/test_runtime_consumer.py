@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.exc import OperationalError
 
 from contracts.envelope import Envelope, PoisonMessage
+from contracts.events import IncidentClosed
+from contracts.vocabulary import ClosureOutcome
 from services.runtime.clock import FakeClock
 from services.runtime.consumer import HEADER_DLQ_REASON, EventConsumer, Record
 from services.runtime.db import add_runtime_tables, create_engine, create_schema
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.outbox import UnitOfWork
-from tests.support import reported
+from tests.support import envelope_for, reported
 
 metadata = MetaData()
 effects = Table("effects", metadata, Column("id", Integer, primary_key=True), Column("incident_id", String(64)))
@@ -235,3 +239,63 @@ async def test_events_emitted_by_a_batch_are_staged_in_order_and_undone_with_a_r
     async with engine.connect() as conn:
         staged = (await conn.execute(select(tables[0].c.event_id).order_by(tables[0].c.id))).scalars().all()
     assert staged == [str(kept.id), str(last.id)]
+
+
+# --- batch handlers: a run of one type from one partition handled together ------------------------
+
+
+def closed_envelope() -> Envelope:
+    event = IncidentClosed(incident_id="inc-x", outcome=ClosureOutcome.RESOLVED, closed_at=datetime.now(UTC))
+    return envelope_for(event, "inc-x")
+
+
+async def test_a_batch_handler_gets_each_run_of_fresh_records_of_its_type_from_one_partition(engine):
+    calls: list[tuple[str, list[str]]] = []
+
+    async def one(uow: UnitOfWork, envelope: Envelope) -> None:
+        calls.append(("one", [envelope.data.description]))
+
+    async def many(uow: UnitOfWork, envelopes: list[Envelope]) -> None:
+        assert uow.source is not None
+        calls.append((f"many@{uow.source[1]}", [e.data.description for e in envelopes]))
+
+    async def other(uow: UnitOfWork, envelope: Envelope) -> None:
+        calls.append(("other", []))
+
+    consumer = EventConsumer(
+        name="test.group",
+        dead_letter_topic="topic.dlq",
+        handlers={"IncidentReported": one, "IncidentClosed": other},
+        batch_handlers={"IncidentReported": many},
+        unit_of_work=lambda: UnitOfWork(engine, tables, FakeClock()),
+        publish_dead_letter=DeadLetters(),
+        metrics=RuntimeMetrics("test"),
+    )
+    a, b, c, d, e, f = (reported(x) for x in "abcdef")
+    seen = reported("seen")
+    await consumer.process(record(seen.encode(), 0))
+    records = [
+        record(a.encode(), 1), record(b.encode(), 2), record(seen.encode(), 3),  # a duplicate does not break a run
+        record(b"{not json", 4), record(c.encode(), 5),  # nor does a poison record
+        record(closed_envelope().encode(), 6),
+        record(d.encode(), 7),
+        Record(topic="topic", partition=1, offset=0, key=b"k", value=e.encode(), headers={}),
+        Record(topic="topic", partition=1, offset=1, key=b"k", value=f.encode(), headers={}),
+    ]
+    calls.clear()
+    outcomes = await consumer.process_batch(records)
+
+    assert outcomes == ["processed", "processed", "duplicate", "dead_lettered", "processed", "processed", "processed",
+                        "processed", "processed"]
+    assert calls == [("many@0", ["a", "b", "c"]), ("other", []), ("one", ["d"]), ("many@1", ["e", "f"])]
+
+
+def test_a_batch_handler_needs_a_per_record_handler_for_records_redelivered_alone(engine):
+    async def many(uow: UnitOfWork, envelopes: list[Envelope]) -> None: ...
+
+    with pytest.raises(ValueError, match="IncidentReported"):
+        EventConsumer(
+            name="g", dead_letter_topic="d", handlers={}, batch_handlers={"IncidentReported": many},
+            unit_of_work=lambda: UnitOfWork(engine, tables, FakeClock()), publish_dead_letter=DeadLetters(),
+            metrics=RuntimeMetrics("test"),
+        )
