@@ -27,7 +27,9 @@ def create_app(settings: SlaTimerSettings, clock: Clock | None = None) -> FastAP
     metrics = SlaTimerMetrics(runtime.metrics.registry)
     scheduler = DeadlineScheduler(runtime, settings, policy, metrics)
     keeper = DeadlineKeeper(runtime, policy, scheduler, metrics)
-    handoffs = runtime.subscribe(ROUTING_HANDOFFS, keeper.routing_handlers(), purpose="handoffs")
+    handoffs = runtime.subscribe(
+        ROUTING_HANDOFFS, keeper.routing_handlers(), purpose="handoffs", batch_handlers=keeper.routing_batch_handlers()
+    )
     outcomes = runtime.subscribe(CLOSURE_OUTCOMES, keeper.closure_handlers(), purpose="closure")
     if settings.wait_for_consumed_view:
         scheduler.use_view(

@@ -83,11 +83,35 @@ class DeadlineKeeper:
         generation: int = 0,
     ) -> bool:
         """Store an armed deadline and stage DeadlineArmed; False if it already existed."""
+        row = self._armed_row(
+            uow, incident_id=incident_id, handoff_id=handoff_id, unit_id=unit_id, kind=kind, urgency=urgency,
+            category=category, armed_at=armed_at, due_at=due_at, policy_version=policy_version, generation=generation,
+        )
+        stored = await repo.insert_deadline_returning(uow.conn, **row)
+        if stored is None:
+            return False
+        await self._stage_armed(uow, stored, cause)
+        return True
+
+    def _armed_row(
+        self,
+        uow: UnitOfWork,
+        *,
+        incident_id: str,
+        handoff_id: str | None,
+        unit_id: str | None,
+        kind: DeadlineKind,
+        urgency: Urgency,
+        category: Category | None,
+        armed_at: datetime,
+        due_at: datetime,
+        policy_version: str,
+        generation: int = 0,
+    ) -> dict[str, Any]:
         window = max((due_at - armed_at).total_seconds(), 0.0)
         upcoming = next_warning(due_at, window, self._scheduler.warning_fractions, 0.0)
         warning_at = upcoming[1] if upcoming else None
-        fire_at = next_fire_at(due_at, warning_at)
-        row = {
+        return {
             "id": deadline_id(handoff_id or incident_id, kind, generation),
             "incident_id": incident_id,
             "handoff_id": handoff_id,
@@ -100,44 +124,51 @@ class DeadlineKeeper:
             "window_seconds": window,
             "state": DeadlineState.ARMED.value,
             "next_warning_at": warning_at,
-            "next_fire_at": fire_at,
+            "next_fire_at": next_fire_at(due_at, warning_at),
             "warnings_sent": [],
             "policy_version": policy_version,
             "source_topic": uow.source[0] if uow.source else None,
             "source_partition": uow.source[1] if uow.source else None,
         }
-        stored = await repo.insert_deadline_returning(uow.conn, **row)
-        if stored is None:
-            return False
+
+    async def _stage_armed(self, uow: UnitOfWork, stored: Any, cause: Envelope) -> None:
         await uow.emit(facts.armed(stored, now=self._runtime.clock.now(), cause=cause))
-        uow.after_commit(lambda: self._scheduler.armed(fire_at))
-        uow.after_commit(lambda: self._metrics.armed.labels(urgency.value, kind.value).inc())
-        return True
+        uow.after_commit(lambda: self._scheduler.armed(stored.next_fire_at))
+        uow.after_commit(lambda: self._metrics.armed.labels(stored.urgency, stored.kind).inc())
+
+    def _next_clock_rows(self, uow: UnitOfWork, settled: Any, started_at: datetime, early: Any) -> list[dict[str, Any]]:
+        """The rows of the clocks that follow `settled` in the chain, running from `started_at`."""
+        urgency = Urgency(settled.urgency)
+        category = Category(settled.category) if settled.category else None
+        rows = []
+        for kind in NEXT_CLOCKS.get(DeadlineKind(settled.kind), ()):
+            if kind is DeadlineKind.ON_SCENE and early is not None and early.on_scene_at is not None:
+                continue  # the arrival was consumed before the ack: that clock has nothing to wait for
+            rows.append(
+                self._armed_row(
+                    uow,
+                    incident_id=settled.incident_id,
+                    handoff_id=settled.handoff_id,
+                    unit_id=settled.unit_id,
+                    kind=kind,
+                    urgency=urgency,
+                    category=category,
+                    armed_at=started_at,
+                    due_at=started_at + self._policy.duration(kind, urgency, category),
+                    policy_version=self._policy.version,
+                )
+            )
+        return rows
 
     async def arm_next_clocks(self, uow: UnitOfWork, cause: Envelope, settled: Any, started_at: datetime) -> None:
         """Arm the clocks that follow `settled` in the chain, running from `started_at`."""
-        kinds = NEXT_CLOCKS.get(DeadlineKind(settled.kind), ())
-        if not kinds:
+        if not NEXT_CLOCKS.get(DeadlineKind(settled.kind)):
             return
-        urgency = Urgency(settled.urgency)
-        category = Category(settled.category) if settled.category else None
         early = await repo.get_early_fact(uow.conn, settled.handoff_id)
-        for kind in kinds:
-            if kind is DeadlineKind.ON_SCENE and early is not None and early.on_scene_at is not None:
-                continue  # the arrival was consumed before the ack: that clock has nothing to wait for
-            await self.arm(
-                uow,
-                cause,
-                incident_id=settled.incident_id,
-                handoff_id=settled.handoff_id,
-                unit_id=settled.unit_id,
-                kind=kind,
-                urgency=urgency,
-                category=category,
-                armed_at=started_at,
-                due_at=started_at + self._policy.duration(kind, urgency, category),
-                policy_version=self._policy.version,
-            )
+        for row in self._next_clock_rows(uow, settled, started_at, early):
+            stored = await repo.insert_deadline_returning(uow.conn, **row)
+            if stored is not None:
+                await self._stage_armed(uow, stored, cause)
 
     async def settle_awaited(self, uow: UnitOfWork, cause: Envelope, row: Any, fact_at: datetime, reason: str) -> bool:
         """Apply the awaited fact of a clock, stamped `fact_at`: cancel it, or record it late.
@@ -258,6 +289,70 @@ class DeadlineKeeper:
         if await self.settle_awaited(uow, envelope, row, ack.acknowledged_at, "acknowledged"):
             await self.arm_next_clocks(uow, envelope, row, ack.acknowledged_at)
 
+    async def on_dispatched_many(self, uow: UnitOfWork, envelopes: list[Envelope]) -> None:
+        """on_dispatched for each of a run of dispatches, in one lookup and one insert."""
+        dispatches: list[HandoffDispatched] = [e.data for e in envelopes]  # type: ignore[misc]
+        handoff_ids = [d.handoff_id for d in dispatches]
+        closed, early = await repo.dispatch_contexts(uow.conn, {d.incident_id for d in dispatches}, set(handoff_ids))
+        if early or len(set(handoff_ids)) < len(handoff_ids):
+            # Rare (a fact consumed before its dispatch, a re-dispatched handoff): keep the
+            # one-by-one path and its exact order rather than a second set-based variant of it.
+            for envelope in envelopes:
+                await self.on_dispatched(uow, envelope)
+            return
+        rows, causes = [], {}
+        for envelope, dispatch in zip(envelopes, dispatches, strict=True):
+            if dispatch.incident_id in closed:
+                continue
+            row = self._armed_row(
+                uow,
+                incident_id=dispatch.incident_id,
+                handoff_id=dispatch.handoff_id,
+                unit_id=dispatch.unit_id,
+                kind=DeadlineKind.REPORT,
+                urgency=dispatch.urgency,
+                category=dispatch.category,
+                armed_at=dispatch.dispatched_at,
+                due_at=dispatch.report_due_at,
+                policy_version=envelope.policy_version or self._policy.version,
+            )
+            rows.append(row)
+            causes[row["id"]] = envelope
+        stored = await repo.insert_deadlines_returning(uow.conn, rows)
+        for row in rows:  # in the order of their causes, not the database's
+            if (kept := stored.get(row["id"])) is not None:
+                await self._stage_armed(uow, kept, causes[row["id"]])
+
+    async def on_acknowledged_many(self, uow: UnitOfWork, envelopes: list[Envelope]) -> None:
+        """on_acknowledged for each of a run of acknowledgements; in time ones in a few set-based statements."""
+        acks: list[HandoffAcknowledged] = [e.data for e in envelopes]  # type: ignore[misc]
+        report_ids = [deadline_id(a.handoff_id, DeadlineKind.REPORT) for a in acks]
+        locked = await repo.lock_deadlines(uow.conn, report_ids)
+        in_time = len(set(report_ids)) == len(report_ids) and all(
+            rid in locked and settle(locked[rid].state, locked[rid].due_at, a.acknowledged_at) is Settlement.CANCEL
+            for rid, a in zip(report_ids, acks, strict=True)
+        )
+        if not in_time:
+            # A late, early, repeated or already settled acknowledgement among them: one by one.
+            for envelope in envelopes:
+                await self.on_acknowledged(uow, envelope)
+            return
+        now = self._runtime.clock.now()
+        cancelled = await repo.cancel_many_if_open(uow.conn, report_ids, at=now, reason="acknowledged")
+        early = await repo.early_facts(uow.conn, {a.handoff_id for a in acks})
+        settled = [
+            (envelope, locked[rid], self._next_clock_rows(uow, locked[rid], ack.acknowledged_at, early.get(ack.handoff_id)))
+            for envelope, ack, rid in zip(envelopes, acks, report_ids, strict=True)
+            if rid in cancelled
+        ]
+        stored = await repo.insert_deadlines_returning(uow.conn, [row for *_, rows in settled for row in rows])
+        for envelope, row, next_rows in settled:  # staged as one by one would: cancelled, then its next clocks
+            await uow.emit(facts.cancelled(row, "acknowledged", now=now, cause=envelope))
+            uow.after_commit(lambda row=row: self._metrics.cancelled.labels(row.urgency, row.kind).inc())
+            for next_row in next_rows:
+                if (kept := stored.get(next_row["id"])) is not None:
+                    await self._stage_armed(uow, kept, envelope)
+
     async def on_scene(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """Settle the on-scene clock of a responder who arrived (cancel, or record the arrival late)."""
         arrival: ResponderOnScene = envelope.data  # type: ignore[assignment]
@@ -365,6 +460,13 @@ class DeadlineKeeper:
             HandoffReassigned.event_type: ended("reassigned"),
             HandoffResolved.event_type: ended("resolved"),
             HandoffReleased.event_type: ended("released"),
+        }
+
+    def routing_batch_handlers(self) -> dict:
+        """Set-based handlers for runs of one type on the routing handoffs topic (the hot ones)."""
+        return {
+            HandoffDispatched.event_type: self.on_dispatched_many,
+            HandoffAcknowledged.event_type: self.on_acknowledged_many,
         }
 
     def closure_handlers(self) -> dict:

@@ -110,6 +110,22 @@ async def insert_deadline_returning(conn: AsyncConnection, **row: Any) -> Any | 
     return (await conn.execute(stmt)).first()
 
 
+async def insert_deadlines_returning(conn: AsyncConnection, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Store new deadlines in one statement; return those stored by id (an existing id is left as it was)."""
+    if not rows:
+        return {}
+    stmt = insert_ignoring_conflicts(conn, deadlines).returning(*deadlines.c)
+    return {row.id: row for row in await conn.execute(stmt, rows)}
+
+
+async def lock_deadlines(conn: AsyncConnection, deadline_ids: Sequence[str]) -> dict[str, Any]:
+    """Deadline rows by id, locked as lock_deadline does (in id order, so two lockers cannot deadlock)."""
+    stmt = select(deadlines).where(deadlines.c.id.in_(set(deadline_ids))).order_by(deadlines.c.id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return {row.id: row for row in await conn.execute(stmt)}
+
+
 async def get_deadline(conn: AsyncConnection, deadline_id: str) -> Any | None:
     """One deadline row, or None."""
     return (await conn.execute(select(deadlines).where(deadlines.c.id == deadline_id))).first()
@@ -330,6 +346,30 @@ async def count_open_by_urgency(conn: AsyncConnection) -> Sequence[Any]:
     return (await conn.execute(stmt)).all()
 
 
+async def cancel_many_if_open(conn: AsyncConnection, deadline_ids: Sequence[str], *, at: datetime, reason: str) -> set[str]:
+    """cancel_if_open for each id in one statement; return the ids it cancelled."""
+    result = await conn.execute(
+        update(deadlines)
+        .where(deadlines.c.id.in_(set(deadline_ids)), deadlines.c.state.in_(_OPEN))
+        .values(
+            state=DeadlineState.CANCELLED.value,
+            cancelled_at=at,
+            cancel_reason=reason,
+            next_fire_at=None,
+            next_warning_at=None,
+            late_ack_at=None,
+        )
+        .returning(deadlines.c.id)
+    )
+    return {row.id for row in result}
+
+
+async def early_facts(conn: AsyncConnection, handoff_ids: set[str]) -> dict[str, Any]:
+    """get_early_fact for several handoffs: the facts consumed before their dispatch, by handoff id."""
+    stmt = select(early_handoff_facts).where(early_handoff_facts.c.handoff_id.in_(handoff_ids))
+    return {row.handoff_id: row for row in await conn.execute(stmt)}
+
+
 async def get_early_fact(conn: AsyncConnection, handoff_id: str) -> Any | None:
     """What was consumed about a handoff before its dispatch, or None."""
     stmt = select(early_handoff_facts).where(early_handoff_facts.c.handoff_id == handoff_id)
@@ -379,6 +419,15 @@ async def dispatch_context(conn: AsyncConnection, incident_id: str, handoff_id: 
     )
     row = (await conn.execute(stmt)).one()
     return bool(row.closed), (row if row.handoff_id is not None else None)
+
+
+async def dispatch_contexts(
+    conn: AsyncConnection, incident_ids: set[str], handoff_ids: set[str]
+) -> tuple[set[str], dict[str, Any]]:
+    """dispatch_context for several dispatches: (the closed incidents among them, early facts by handoff id)."""
+    stmt = select(closed_incidents.c.incident_id).where(closed_incidents.c.incident_id.in_(incident_ids))
+    closed = {row.incident_id for row in await conn.execute(stmt)}
+    return closed, await early_facts(conn, handoff_ids)
 
 
 async def is_closed(conn: AsyncConnection, incident_id: str) -> bool:
