@@ -81,7 +81,6 @@ async def test_sigkill_of_each_service_in_turn_loses_and_duplicates_nothing(chao
     assert_no_violations(await run_scenario("sigkill-each-service", stack, faults))
 
 
-@pytest.mark.slow
 async def test_sigterm_of_each_service_in_turn_loses_and_duplicates_nothing(chaos_stack):
     stack = chaos_stack()
     rounds = max(2, current_profile().repeats)  # repeated: a restarted service is stopped again
@@ -98,7 +97,6 @@ async def test_sla_timer_outage_breaches_no_handoff_acknowledged_in_time(chaos_s
     assert_no_violations(await run_scenario("sigkill-sla-timer", stack, faults))
 
 
-@pytest.mark.slow  # the broker takes ~1 min to recover its log after SIGKILL on this machine
 async def test_broker_sigkill_and_restart_loses_nothing_and_timers_fire_once_after(chaos_stack, kafka_server):
     broker = local_broker(kafka_server)
     stack = chaos_stack()
@@ -113,7 +111,6 @@ async def test_broker_sigkill_and_restart_loses_nothing_and_timers_fire_once_aft
     assert_no_violations(await run_scenario("broker-sigkill", stack, [fault]))
 
 
-@pytest.mark.slow
 async def test_broker_frozen_past_the_session_timeout_loses_nothing(chaos_stack, kafka_server):
     broker = local_broker(kafka_server)
     stack = chaos_stack()
@@ -129,7 +126,6 @@ async def test_broker_frozen_past_the_session_timeout_loses_nothing(chaos_stack,
     assert_no_violations(await run_scenario("broker-sigstop", stack, [fault]))
 
 
-@pytest.mark.slow
 async def test_database_restart_loses_nothing(chaos_stack, postgres_server):
     database = local_database(postgres_server)
     stack = chaos_stack()
@@ -157,7 +153,6 @@ def _wait_until(condition, timeout: float, interval: float = 0.5) -> bool:
     return bool(condition())
 
 
-@pytest.mark.slow
 async def test_long_broker_outage_degrades_readiness_backs_up_outboxes_and_fires_due_timers_once_after(
     chaos_stack, kafka_server
 ):
@@ -226,7 +221,6 @@ async def test_long_broker_outage_degrades_readiness_backs_up_outboxes_and_fires
     assert timers["due"] > 0 and timers["fired_after"] > 0, f"no timer came due during the outage: {timers}"
 
 
-@pytest.mark.slow
 async def test_handler_slower_than_the_poll_interval_rebalances_without_duplicate_side_effects(chaos_stack):
     """Routing's classification handler sleeps 15 s (twice) with max.poll.interval at 6 s, next to a
     normal replica: the slow member is dropped from the group mid-batch, the other takes its
@@ -250,7 +244,6 @@ async def test_handler_slower_than_the_poll_interval_rebalances_without_duplicat
     assert notes["slept"] >= 1, "the slow handler never ran slow: no rebalance was provoked"
 
 
-@pytest.mark.slow
 async def test_replicas_of_routing_and_sla_timer_join_and_leave_under_load(chaos_stack):
     """Consumer groups rebalance while second processes of routing and sla_timer start, one is
     SIGKILLed, one SIGTERMed, and a third routing joins and leaves again, all under load."""
