@@ -202,13 +202,7 @@ class EventConsumer:
             return
         handler = self._handlers[run[0].type]
         for envelope in run:
-            bind_event_context(
-                incident_id=envelope.subject,
-                event_id=envelope.id,
-                event_type=envelope.type,
-                correlation_id=envelope.correlation_id,
-                causation_id=envelope.causation_id,
-            )
+            _bind(envelope)
             uow.next_step()
             uow.source = source
             await handler(uow, envelope)
@@ -220,13 +214,7 @@ class EventConsumer:
         except PoisonMessage as poison:
             await self._dead_letter(record, poison.reason, poison.detail, event_type="invalid")
             return "dead_lettered"
-        bind_event_context(
-            incident_id=envelope.subject,
-            event_id=envelope.id,
-            event_type=envelope.type,
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.causation_id,
-        )
+        _bind(envelope)
         handler = self._handlers.get(envelope.type)
         if handler is None:
             self._metrics.consumed.labels(record.topic, envelope.type, "ignored").inc()
@@ -301,6 +289,16 @@ class EventConsumer:
             offset=record.offset,
             correlation_id=record.headers.get(HEADER_CORRELATION),
         )
+
+
+def _bind(envelope: Envelope) -> None:
+    bind_event_context(
+        incident_id=envelope.subject,
+        event_id=envelope.id,
+        event_type=envelope.type,
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.causation_id,
+    )
 
 
 def record_from_kafka(raw: Any) -> Record:

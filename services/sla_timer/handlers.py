@@ -66,33 +66,6 @@ class DeadlineKeeper:
         self._scheduler = scheduler
         self._metrics = metrics
 
-    async def arm(
-        self,
-        uow: UnitOfWork,
-        cause: Envelope,
-        *,
-        incident_id: str,
-        handoff_id: str | None,
-        unit_id: str | None,
-        kind: DeadlineKind,
-        urgency: Urgency,
-        category: Category | None,
-        armed_at: datetime,
-        due_at: datetime,
-        policy_version: str,
-        generation: int = 0,
-    ) -> bool:
-        """Store an armed deadline and stage DeadlineArmed; False if it already existed."""
-        row = self._armed_row(
-            uow, incident_id=incident_id, handoff_id=handoff_id, unit_id=unit_id, kind=kind, urgency=urgency,
-            category=category, armed_at=armed_at, due_at=due_at, policy_version=policy_version, generation=generation,
-        )
-        stored = await repo.insert_deadline_returning(uow.conn, **row)
-        if stored is None:
-            return False
-        await self._stage_armed(uow, stored, cause)
-        return True
-
     def _armed_row(
         self,
         uow: UnitOfWork,
@@ -165,10 +138,7 @@ class DeadlineKeeper:
         if not NEXT_CLOCKS.get(DeadlineKind(settled.kind)):
             return
         early = await repo.get_early_fact(uow.conn, settled.handoff_id)
-        for row in self._next_clock_rows(uow, settled, started_at, early):
-            stored = await repo.insert_deadline_returning(uow.conn, **row)
-            if stored is not None:
-                await self._stage_armed(uow, stored, cause)
+        await self._arm_all(uow, [(row, cause) for row in self._next_clock_rows(uow, settled, started_at, early)])
 
     async def settle_awaited(self, uow: UnitOfWork, cause: Envelope, row: Any, fact_at: datetime, reason: str) -> bool:
         """Apply the awaited fact of a clock, stamped `fact_at`: cancel it, or record it late.
@@ -225,19 +195,7 @@ class DeadlineKeeper:
         if closed:
             return
         if early is None:
-            await self.arm(
-                uow,
-                envelope,
-                incident_id=dispatch.incident_id,
-                handoff_id=dispatch.handoff_id,
-                unit_id=dispatch.unit_id,
-                kind=DeadlineKind.REPORT,
-                urgency=dispatch.urgency,
-                category=dispatch.category,
-                armed_at=dispatch.dispatched_at,
-                due_at=dispatch.report_due_at,
-                policy_version=envelope.policy_version or self._policy.version,
-            )
+            await self._arm_all(uow, [(self._report_clock(uow, envelope), envelope)])
             return
         await self._settle_dispatch_after_early_fact(uow, envelope, dispatch, early)
 
@@ -300,28 +258,33 @@ class DeadlineKeeper:
             for envelope in envelopes:
                 await self.on_dispatched(uow, envelope)
             return
-        rows, causes = [], {}
-        for envelope, dispatch in zip(envelopes, dispatches, strict=True):
-            if dispatch.incident_id in closed:
-                continue
-            row = self._armed_row(
-                uow,
-                incident_id=dispatch.incident_id,
-                handoff_id=dispatch.handoff_id,
-                unit_id=dispatch.unit_id,
-                kind=DeadlineKind.REPORT,
-                urgency=dispatch.urgency,
-                category=dispatch.category,
-                armed_at=dispatch.dispatched_at,
-                due_at=dispatch.report_due_at,
-                policy_version=envelope.policy_version or self._policy.version,
-            )
-            rows.append(row)
-            causes[row["id"]] = envelope
-        stored = await repo.insert_deadlines_returning(uow.conn, rows)
-        for row in rows:  # in the order of their causes, not the database's
+        await self._arm_all(
+            uow,
+            [(self._report_clock(uow, e), e) for e, d in zip(envelopes, dispatches, strict=True) if d.incident_id not in closed],
+        )
+
+    def _report_clock(self, uow: UnitOfWork, envelope: Envelope) -> dict[str, Any]:
+        """The row of a dispatch's report clock, which started at the dispatch itself."""
+        dispatch: HandoffDispatched = envelope.data  # type: ignore[assignment]
+        return self._armed_row(
+            uow,
+            incident_id=dispatch.incident_id,
+            handoff_id=dispatch.handoff_id,
+            unit_id=dispatch.unit_id,
+            kind=DeadlineKind.REPORT,
+            urgency=dispatch.urgency,
+            category=dispatch.category,
+            armed_at=dispatch.dispatched_at,
+            due_at=dispatch.report_due_at,
+            policy_version=envelope.policy_version or self._policy.version,
+        )
+
+    async def _arm_all(self, uow: UnitOfWork, armed: list[tuple[dict[str, Any], Envelope]]) -> None:
+        """Store these clocks in one statement; stage DeadlineArmed for each new one, in the order given."""
+        stored = await repo.insert_deadlines_returning(uow.conn, [row for row, _ in armed])
+        for row, cause in armed:
             if (kept := stored.get(row["id"])) is not None:
-                await self._stage_armed(uow, kept, causes[row["id"]])
+                await self._stage_armed(uow, kept, cause)
 
     async def on_acknowledged_many(self, uow: UnitOfWork, envelopes: list[Envelope]) -> None:
         """on_acknowledged for each of a run of acknowledgements; in time ones in a few set-based statements."""
@@ -402,9 +365,8 @@ class DeadlineKeeper:
         urgency = Urgency(latest.urgency) if latest else Urgency.GENERAL
         category = Category(latest.category) if latest and latest.category else None
         kind = DeadlineKind.VERIFICATION
-        await self.arm(
+        clock = self._armed_row(
             uow,
-            envelope,
             incident_id=resolved.incident_id,
             handoff_id=None,
             unit_id=None,
@@ -416,6 +378,7 @@ class DeadlineKeeper:
             policy_version=self._policy.version,
             generation=await repo.chain_generation(uow.conn, resolved.incident_id),
         )
+        await self._arm_all(uow, [(clock, envelope)])
 
     async def on_incident_verified(self, uow: UnitOfWork, envelope: Envelope) -> None:
         """Settle the verification clock of the current generation (cancel, or record it late)."""

@@ -104,12 +104,6 @@ async def insert_deadline(conn: AsyncConnection, **row: Any) -> bool:
     return result.rowcount == 1
 
 
-async def insert_deadline_returning(conn: AsyncConnection, **row: Any) -> Any | None:
-    """Store a new deadline and return it as stored; None if one with this id already exists."""
-    stmt = insert_ignoring_conflicts(conn, deadlines).values(**row).returning(*deadlines.c)
-    return (await conn.execute(stmt)).first()
-
-
 async def insert_deadlines_returning(conn: AsyncConnection, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Store new deadlines in one statement; return those stored by id (an existing id is left as it was)."""
     if not rows:
@@ -166,19 +160,7 @@ async def open_deadlines(
 
 async def cancel_if_open(conn: AsyncConnection, deadline_id: str, *, at: datetime, reason: str, late_ack_at: datetime | None = None) -> bool:
     """Cancel a deadline still armed or paused; False if the scheduler or another fact got there first."""
-    result = await conn.execute(
-        update(deadlines)
-        .where(deadlines.c.id == deadline_id, deadlines.c.state.in_(_OPEN))
-        .values(
-            state=DeadlineState.CANCELLED.value,
-            cancelled_at=at,
-            cancel_reason=reason,
-            next_fire_at=None,
-            next_warning_at=None,
-            late_ack_at=late_ack_at,
-        )
-    )
-    return result.rowcount == 1
+    return bool(await cancel_many_if_open(conn, [deadline_id], at=at, reason=reason, late_ack_at=late_ack_at))
 
 
 async def fire_if_armed(conn: AsyncConnection, deadline_id: str, *, at: datetime) -> bool:
@@ -346,8 +328,10 @@ async def count_open_by_urgency(conn: AsyncConnection) -> Sequence[Any]:
     return (await conn.execute(stmt)).all()
 
 
-async def cancel_many_if_open(conn: AsyncConnection, deadline_ids: Sequence[str], *, at: datetime, reason: str) -> set[str]:
-    """cancel_if_open for each id in one statement; return the ids it cancelled."""
+async def cancel_many_if_open(
+    conn: AsyncConnection, deadline_ids: Sequence[str], *, at: datetime, reason: str, late_ack_at: datetime | None = None
+) -> set[str]:
+    """Cancel each deadline still armed or paused, in one statement; return the ids it cancelled."""
     result = await conn.execute(
         update(deadlines)
         .where(deadlines.c.id.in_(set(deadline_ids)), deadlines.c.state.in_(_OPEN))
@@ -357,7 +341,7 @@ async def cancel_many_if_open(conn: AsyncConnection, deadline_ids: Sequence[str]
             cancel_reason=reason,
             next_fire_at=None,
             next_warning_at=None,
-            late_ack_at=None,
+            late_ack_at=late_ack_at,
         )
         .returning(deadlines.c.id)
     )
