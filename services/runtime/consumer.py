@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from contracts.envelope import HEADER_CORRELATION, Envelope, PoisonMessage, header_map
 from contracts.events import CATALOGUE
@@ -46,6 +46,19 @@ def is_infrastructure_error(exc: BaseException) -> bool:
         exc,
         OperationalError | InterfaceError | DisconnectionError | ConnectionError | OSError | TimeoutError | KafkaError,
     )
+
+
+# PostgreSQL's "deadlock detected" and "could not serialize": two transactions (e.g. two of a
+# service's consumer groups updating the same incidents in different orders) got in each other's
+# way; running the same work again succeeds, so it is neither a poison record nor an outage.
+_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+# Attempts of a batch's transaction that lost such a conflict before it goes record by record.
+BATCH_CONFLICT_ATTEMPTS = 4
+
+
+def is_transaction_conflict(exc: BaseException) -> bool:
+    """True when the transaction lost a deadlock or serialization conflict with another one."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _CONFLICT_SQLSTATES
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,9 @@ class EventConsumer:
         """Process a fetched batch in order; return the outcomes. Raises only on infrastructure failure.
 
         The handled records share one transaction (one commit, one statement recording their ids),
-        which is what makes consuming cheap. If any handler fails, that transaction rolls back
-        whole and the batch is processed again record by record, with the bounded retries and
+        which is what makes consuming cheap. A transaction that loses a deadlock runs again (a few
+        times). If any handler fails, that transaction rolls back whole and the batch is processed
+        again record by record, with the bounded retries and
         dead-lettering of `process`, so one poison record costs its neighbours nothing.
         """
         if len(records) <= 1:
@@ -134,7 +148,16 @@ class EventConsumer:
                 decoded.append((record, poison))
         started = time.perf_counter()
         try:
-            outcomes = await self._in_one_transaction(decoded)
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transaction_conflict),
+                stop=stop_after_attempt(BATCH_CONFLICT_ATTEMPTS),
+                # Random, so the two losers of a deadlock do not collide again in step.
+                wait=wait_random(0.005, 0.05),
+                before_sleep=lambda _: self._metrics.retries.labels(records[0].topic, "conflict").inc(),
+                reraise=True,
+            ):
+                with attempt:
+                    outcomes = await self._in_one_transaction(decoded)
         except Exception as exc:
             if is_infrastructure_error(exc):
                 self._metrics.retries.labels(records[0].topic, "infrastructure").inc()
@@ -226,7 +249,8 @@ class EventConsumer:
             await self._dead_letter(record, rejected.reason, rejected.detail, event_type=envelope.type)
             return "dead_lettered"
         except Exception as exc:
-            if is_infrastructure_error(exc):
+            # A deadlock lost on every attempt says nothing against the record: never dead-letter it.
+            if is_infrastructure_error(exc) or is_transaction_conflict(exc):
                 self._metrics.retries.labels(record.topic, "infrastructure").inc()
                 log.warning("infrastructure failure; record will be redelivered", error=repr(exc)[:300])
                 await asyncio.sleep(self._infra_backoff)

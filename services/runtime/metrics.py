@@ -32,7 +32,7 @@ class RuntimeMetrics:
         )
         self.retries = Counter(
             f"{p}_handler_retries_total",
-            "Handler attempts that failed and were retried, by kind (handler, infrastructure).",
+            "Handler attempts that failed and were retried, by kind (handler, infrastructure, conflict: a lost deadlock).",
             ["topic", "kind"],
             registry=self.registry,
         )

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from contracts.envelope import Envelope, PoisonMessage
 from contracts.events import IncidentClosed
@@ -299,3 +299,43 @@ def test_a_batch_handler_needs_a_per_record_handler_for_records_redelivered_alon
             unit_of_work=lambda: UnitOfWork(engine, tables, FakeClock()), publish_dead_letter=DeadLetters(),
             metrics=RuntimeMetrics("test"),
         )
+
+
+# --- transactions that lose a deadlock ------------------------------------------------------------
+
+
+class LostDeadlock(Exception):
+    sqlstate = "40P01"  # what asyncpg reports, and SQLAlchemy's adapter exposes as .orig.sqlstate
+
+
+def deadlock() -> DBAPIError:
+    return DBAPIError("UPDATE incidents ...", {}, LostDeadlock("deadlock detected"))
+
+
+async def test_a_batch_whose_transaction_loses_a_deadlock_runs_again_whole(engine):
+    losses = []
+
+    async def lose_once(uow: UnitOfWork, envelope: Envelope) -> None:
+        await write_effect(uow, envelope)
+        if not losses:
+            losses.append(envelope.id)
+            raise deadlock()
+
+    consumer = make_consumer(engine, lose_once, dead_letters := DeadLetters())
+    outcomes = await consumer.process_batch([record(reported().encode(), i) for i in range(3)])
+
+    assert outcomes == ["processed"] * 3
+    assert await count_effects(engine) == 3 and dead_letters.records == []
+    assert consumer._metrics.registry.get_sample_value(
+        "gridwhistle_test_handler_retries_total", {"topic": "topic", "kind": "conflict"}
+    ) == 1
+
+
+async def test_a_record_that_keeps_losing_deadlocks_is_redelivered_never_dead_lettered(engine):
+    async def always_lose(uow: UnitOfWork, envelope: Envelope) -> None:
+        raise deadlock()
+
+    consumer = make_consumer(engine, always_lose, dead_letters := DeadLetters(), attempts=2)
+    with pytest.raises(DBAPIError):
+        await consumer.process_batch([record(reported().encode(), 0), record(reported().encode(), 1)])
+    assert dead_letters.records == [] and consumer.positions == {}
