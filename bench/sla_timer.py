@@ -56,9 +56,9 @@ class Profile:
 
 
 PROFILES = {
-    "short": Profile(pending=(100_000,), measured=2_000, spread_seconds=10.0, burst=10_000, rate_events=1_000, backlog=5_000),
+    "short": Profile(pending=(100_000,), measured=2_000, spread_seconds=10.0, burst=10_000, rate_events=10_000, backlog=5_000),
     "long": Profile(
-        pending=(100_000, 1_000_000), measured=4_000, spread_seconds=20.0, burst=10_000, rate_events=2_000,
+        pending=(100_000, 1_000_000), measured=4_000, spread_seconds=20.0, burst=10_000, rate_events=30_000,
         backlog=10_000,
     ),
 }
@@ -317,7 +317,7 @@ class Run:
         rss = process_rss_mib(self.service.pid)
         return self.result(f"resident memory, {self.pending:,} pending", self.pending, 0.0, max=round(rss, 1), unit="MiB")
 
-    async def burst(self, profile: Profile) -> Result:
+    async def burst(self, profile: Profile) -> list[Result]:
         """`burst` deadlines due within one second (bulk-armed); how long until every breach is out."""
         n = profile.burst
         armed = now_utc()
@@ -328,13 +328,22 @@ class Run:
         cpu0 = process_cpu_seconds(self.service.pid)
         waited = await self.watcher.wait_for("DeadlineBreached", list(due), timeout=60)
         found = firings(self.watcher, due)
-        all_in = sum(1 for x in found.received_lateness_ms if x <= 2000)
-        return self.result(
-            f"burst: {n:,} due in the same second, received-due_at", n, waited,
-            cpu_seconds=round(process_cpu_seconds(self.service.pid) - cpu0, 2),
-            checks={**found.checks, "received_within_2s": f"{all_in}/{n}"},
-            **percentiles(found.received_lateness_ms), note="goal: all fired within 2 s of their second",
-        )
+        cpu = round(process_cpu_seconds(self.service.pid) - cpu0, 2)
+        fired_in = sum(1 for x in found.fired_lateness_ms if x <= 2000)
+        received_in = sum(1 for x in found.received_lateness_ms if x <= 2000)
+        return [
+            self.result(
+                f"burst: {n:,} due in the same second, fired_at-due_at", n, waited, cpu_seconds=cpu,
+                checks={**found.checks, "fired_within_2s": f"{fired_in}/{n}"},
+                **percentiles(found.fired_lateness_ms), note="goal: all fired within 2 s of their due instant",
+            ),
+            self.result(
+                f"burst: {n:,} due in the same second, received-due_at", n, waited,
+                checks={**found.checks, "received_within_2s": f"{received_in}/{n}"},
+                **percentiles(found.received_lateness_ms),
+                note="until a consumer of the deadlines topic has each breach (outbox relay and broker included)",
+            ),
+        ]
 
     async def rates(self, profile: Profile) -> list[Result]:
         """Arm rate (HandoffDispatched → DeadlineArmed) and cancel rate (HandoffAcknowledged → DeadlineCancelled)."""
@@ -364,7 +373,7 @@ class Run:
                     variant, n, seconds, rate=round(done / seconds, 1),
                     cpu_seconds=round(process_cpu_seconds(self.service.pid) - cpu0, 2),
                     checks={"completed": f"{done}/{n}"}, unit="",
-                    note=f"goal >= 5,000/s; producing took {produced:.1f} s; one transaction per record",
+                    note=f"goal >= 5,000/s; producing took {produced:.1f} s; one transaction per fetched batch",
                 )
             )
         return results
@@ -410,7 +419,7 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
             results += await run.lateness(profile)
             results.append(run.memory())
         step(f"burst of {profile.burst:,}")
-        results.append(await run.burst(profile))
+        results += await run.burst(profile)
         step(f"arm and cancel rates ({profile.rate_events:,} each)")
         results += await run.rates(profile)
         step(f"restart catch-up ({profile.backlog:,} overdue)")
