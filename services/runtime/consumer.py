@@ -134,8 +134,8 @@ class EventConsumer:
         The handled records share one transaction (one commit, one statement recording their ids),
         which is what makes consuming cheap. A transaction that loses a deadlock runs again (a few
         times). If any handler fails, that transaction rolls back whole and the batch is processed
-        again record by record, with the bounded retries and
-        dead-lettering of `process`, so one poison record costs its neighbours nothing.
+        again record by record, with the bounded retries and dead-lettering of `process`, so one
+        poison record costs its neighbours nothing.
         """
         if len(records) <= 1:
             return [await self.process(record) for record in records]
