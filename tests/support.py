@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from faststream.kafka import TestKafkaBroker
 from sqlalchemy import select
@@ -212,3 +213,26 @@ def pids_mentioning(fragment: str) -> list[int]:
         if fragment in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+async def records_from_start(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of a topic from offset zero to its end when called, undecoded, in partition order.
+
+    Read without a consumer group (nothing committed), with room for records near the broker's
+    size limit; records produced after the call are left out, so the answer is a snapshot.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch is lazy
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while any([(await consumer.position(tp)) < end[tp] for tp in partitions]):
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records += [r for r in batch if r.offset < end[TopicPartition(r.topic, r.partition)]]
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

@@ -41,7 +41,6 @@ from contracts.events import (
 from contracts.examples import example_envelope
 from contracts.reference import demo_city
 from contracts.topics import (
-    CLASSIFICATION_DECISIONS,
     CLOSURE_OUTCOMES,
     ROUTING_HANDOFFS,
     SLA_DEADLINES,
@@ -50,6 +49,7 @@ from contracts.topics import (
 )
 from services.runtime.consumer import HEADER_DLQ_REASON, HEADER_DLQ_VALUE_DROPPED
 from tests.e2e.stack import Stack, eventually
+from tests.support import records_from_start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -88,25 +88,6 @@ async def publish(bootstrap: str, prefix: str, *envelopes: Envelope) -> None:
         await producer.stop()
 
 
-async def raw_records(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of a topic from offset zero, undecoded, in partition order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=8 * 1024 * 1024)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch is lazy
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while any([(await consumer.position(tp)) < end[tp] for tp in partitions]):
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records += [r for r in batch if r.offset < end[TopicPartition(r.topic, r.partition)]]
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
-
-
 def decodable(record: Any) -> Envelope | None:
     """The envelope a record carries, or None for a poison record."""
     try:
@@ -117,12 +98,12 @@ def decodable(record: Any) -> Envelope | None:
 
 async def events_on(bootstrap: str, topic: str, subject: str | None = None) -> list[Envelope]:
     """The valid events of a topic (poison records skipped), optionally of one incident."""
-    found = [decodable(r) for r in await raw_records(bootstrap, topic)]
+    found = [decodable(r) for r in await records_from_start(bootstrap, topic)]
     return [e for e in found if e is not None and (subject is None or e.subject == subject)]
 
 
 async def dead_letters(bootstrap: str, spec: TopicSpec, prefix: str) -> list[Any]:
-    return await raw_records(bootstrap, prefix + spec.dead_letter)
+    return await records_from_start(bootstrap, prefix + spec.dead_letter)
 
 
 def groups_of(prefix: str) -> dict[str, str]:
@@ -394,7 +375,7 @@ async def test_replaying_every_topic_from_offset_zero_changes_nothing_downstream
     replayed = 0
     for spec in TOPICS:
         topic = stack.prefix + spec.name
-        records = await raw_records(stack.bootstrap, topic)
+        records = await records_from_start(stack.bootstrap, topic)
         await produce(stack.bootstrap, topic, [(r.partition, r.key, r.value) for r in records])
         replayed += len(records)
     assert replayed > 50, "too little to replay"

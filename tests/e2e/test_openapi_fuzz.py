@@ -71,7 +71,7 @@ class Digest:
         for table in sorted(set(tables) - NOT_STATE):
             if table == "outbox":
                 # The relay stamps published_at in the background: what counts is which events exist.
-                parts.append(f"(SELECT md5(coalesce(string_agg(event_id, ',' ORDER BY event_id), '')) FROM outbox) AS outbox")
+                parts.append("(SELECT md5(coalesce(string_agg(event_id, ',' ORDER BY event_id), '')) FROM outbox) AS outbox")
             else:
                 parts.append(
                     f"(SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM \"{table}\" t) AS \"{table}\""

@@ -9,7 +9,7 @@ from collections import Counter
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from contracts.asyncapi import service_subscriptions
 from contracts.envelope import header_map
@@ -19,6 +19,7 @@ from contracts.reference import demo_city
 from contracts.topics import TOPICS, TopicSpec
 from services.runtime.consumer import HEADER_DLQ_REASON
 from tests.e2e.stack import Stack, eventually
+from tests.support import records_from_start
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -54,21 +55,7 @@ async def publish_on_every_partition(bootstrap: str, topic: str, records: dict[s
 
 async def dead_letter_headers(bootstrap: str, topic: str) -> list[dict[str, str]]:
     """The headers of every record on a dead-letter topic (values may not be JSON, so none is decoded)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch is lazy
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        headers: list[dict[str, str]] = []
-        while any([(await consumer.position(tp)) < end[tp] for tp in partitions]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                headers += [header_map(r.headers) for r in records]
-        return headers
-    finally:
-        await consumer.stop()
+    return [header_map(r.headers) for r in await records_from_start(bootstrap, topic)]
 
 
 def tally(headers: list[dict[str, str]]) -> Counter[tuple[str, str]]:

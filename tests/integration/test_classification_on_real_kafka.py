@@ -13,7 +13,7 @@ from services.classification.app import create_app
 from services.classification.settings import ClassificationSettings
 from services.runtime.consumer import HEADER_DLQ_REASON
 from tests.e2e.stack import eventually, read_topic
-from tests.support import reported
+from tests.support import records_from_start, reported
 
 pytestmark = pytest.mark.integration
 
@@ -75,20 +75,4 @@ async def test_poison_records_are_dead_lettered_and_the_partition_keeps_flowing(
 
 
 async def _raw_dead_letters(bootstrap: str, topic: str) -> list[dict[str, str]]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        headers = []
-        while any([(await consumer.position(tp)) < end[tp] for tp in partitions]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                headers += [header_map(r.headers) for r in records]
-        return headers
-    finally:
-        await consumer.stop()
+    return [header_map(r.headers) for r in await records_from_start(bootstrap, topic)]

@@ -8,32 +8,18 @@ drained and every committed event waited forever.
 from __future__ import annotations
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 from sqlalchemy import MetaData
 
 from services.runtime.host import ServiceRuntime
 from services.runtime.settings import ServiceSettings
+from tests.support import records_from_start
 
 pytestmark = pytest.mark.integration
 
 
 async def values_on(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch is lazy
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        found: list[bytes] = []
-        while any([(await consumer.position(tp)) < end[tp] for tp in partitions]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                found += [r.value for r in records]
-        return found
-    finally:
-        await consumer.stop()
+    return [r.value for r in await records_from_start(bootstrap, topic)]
 
 
 @pytest.fixture
@@ -71,8 +57,7 @@ async def test_a_producer_refusing_every_send_is_replaced_and_the_next_publish_l
     assert await values_on(kafka_bootstrap, topic) == [b"first", b"after", b"confirmed"]
 
 
-async def test_a_failed_acknowledgement_with_out_of_order_sequence_replaces_the_producer_once(runtime, kafka_topics):
-    topic = kafka_topics["gridwhistle.intake.incidents"]
+async def test_a_failed_acknowledgement_with_out_of_order_sequence_replaces_the_producer_once(runtime):
     before = runtime._live_producer()  # noqa: SLF001
 
     async def refused() -> None:
