@@ -349,15 +349,14 @@ async def cancel_many_if_open(
 
 
 async def early_facts(conn: AsyncConnection, handoff_ids: set[str]) -> dict[str, Any]:
-    """get_early_fact for several handoffs: the facts consumed before their dispatch, by handoff id."""
+    """What was consumed about each of these handoffs before its dispatch, by handoff id."""
     stmt = select(early_handoff_facts).where(early_handoff_facts.c.handoff_id.in_(handoff_ids))
     return {row.handoff_id: row for row in await conn.execute(stmt)}
 
 
 async def get_early_fact(conn: AsyncConnection, handoff_id: str) -> Any | None:
     """What was consumed about a handoff before its dispatch, or None."""
-    stmt = select(early_handoff_facts).where(early_handoff_facts.c.handoff_id == handoff_id)
-    return (await conn.execute(stmt)).first()
+    return (await early_facts(conn, {handoff_id})).get(handoff_id)
 
 
 async def record_early_fact(
