@@ -207,25 +207,18 @@ class ServiceRuntime:
 
     async def _publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> Any:
         producer = self._live_producer()
-        try:
-            sent = await self.broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
-        except Exception as exc:
-            await self._renew_if_dead(producer, exc)
-            raise
+        sent = await self._renewing(producer, self.broker.publish(value, topic, key=key, headers=headers, no_confirm=True))
         # The relay awaits the broker's acknowledgements later, together; they may fail fatally too.
-        return self._acknowledged(sent, producer) if inspect.isawaitable(sent) else sent
-
-    async def _acknowledged(self, sent: Any, producer: Any) -> Any:
-        try:
-            return await sent
-        except Exception as exc:
-            await self._renew_if_dead(producer, exc)
-            raise
+        return self._renewing(producer, sent) if inspect.isawaitable(sent) else sent
 
     async def _publish_confirmed(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]) -> Any:
         producer = self._live_producer()
+        return await self._renewing(producer, self.broker.publish(value or b"", topic, key=key, headers=headers))
+
+    async def _renewing(self, producer: Any, step: Awaitable[Any]) -> Any:
+        """Await a publish or its acknowledgement; if it failed fatally for `producer`, replace that producer."""
         try:
-            return await self.broker.publish(value or b"", topic, key=key, headers=headers)
+            return await step
         except Exception as exc:
             await self._renew_if_dead(producer, exc)
             raise

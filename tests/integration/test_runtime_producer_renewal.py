@@ -65,11 +65,11 @@ async def test_a_failed_acknowledgement_with_out_of_order_sequence_replaces_the_
 
     for _ in range(3):  # several acknowledgements of one relay round fail together
         with pytest.raises(OutOfOrderSequenceNumber):
-            await runtime._acknowledged(refused(), before)  # noqa: SLF001
+            await runtime._renewing(before, refused())  # noqa: SLF001
     renewed = runtime._live_producer()  # noqa: SLF001
     assert renewed is not before
     with pytest.raises(OutOfOrderSequenceNumber):
-        await runtime._acknowledged(refused(), before)  # noqa: SLF001 - an old failure renews nothing more
+        await runtime._renewing(before, refused())  # noqa: SLF001 - an old failure renews nothing more
     assert runtime._live_producer() is renewed  # noqa: SLF001
 
 
