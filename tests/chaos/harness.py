@@ -246,10 +246,13 @@ class Outcome:
 class Driver:
     """The reporter and the responder, talking HTTP to the stack and writing the history."""
 
-    def __init__(self, stack: ChaosStack, history: History, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, stack: ChaosStack, history: History, client: httpx.AsyncClient, fate: Callable[[str], str] = fate_of
+    ) -> None:
         self.stack = stack
         self.history = history
         self.client = client
+        self.fate = fate
         self.members: dict[str, str] = {}
         self.tasks: list[asyncio.Task] = []
 
@@ -320,7 +323,7 @@ class Driver:
 
     async def respond(self, incident_id: str, grid_worker: str, *, patience: float = 40.0) -> None:
         """Act on the incident according to its fate until done or out of patience."""
-        fate = fate_of(incident_id)
+        fate = self.fate(incident_id)
         self.history.record(op="fate", fate=fate, incident_id=incident_id)
         if fate == "ignore":
             return
@@ -390,11 +393,13 @@ async def run_scenario(
     *,
     checks: tuple[Check, ...] = (),
     notes: dict[str, Any] | None = None,
+    fate: Callable[[str], str] = fate_of,
 ) -> Outcome:
     """Drive load while injecting faults, drain, read every topic from zero and check the invariants.
 
     `checks` are the scenario's own invariants over the events (their violations join the verdict);
-    `notes` is what its faults observed (filled while they run), written to the verdict file.
+    `notes` is what its faults observed (filled while they run), written to the verdict file;
+    `fate` decides what the responder does with each incident.
     """
     profile = profile or current_profile()
     history = History(ARTIFACTS / f"{scenario}.jsonl")
@@ -411,7 +416,7 @@ async def run_scenario(
 
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            driver = Driver(stack, history, client)
+            driver = Driver(stack, history, client, fate)
             await asyncio.gather(driver.load(profile, faults_done), inject_all())
             await asyncio.gather(*driver.tasks)
         await asyncio.sleep(profile.drain_seconds)  # let due timers fire and relays drain
