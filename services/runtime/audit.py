@@ -7,7 +7,9 @@ attempts included (no token, a bad or expired one, the wrong role, someone else'
 A command that changes state writes its row inside its own transaction (`AuditTrail.accepted`),
 so an accepted action and its audit row commit together or not at all. Everything else (a
 refusal, a replayed idempotent request, a validation error) is written by the middleware once the
-status is known, in a transaction of its own.
+status is known, in a transaction of its own. A request shed for overload (503 before any
+handler, see `services.runtime.http.ShedLoad`) touched nothing and leaves no row; it is counted
+in `gridwhistle_<service>_http_requests_refused_total{reason="overloaded"}`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,13 @@ from services.runtime.clock import Clock, SystemClock
 from services.runtime.consumer import BatchHandler, EventConsumer, Handler, record_from_kafka
 from services.runtime.db import add_runtime_tables, create_engine, ping
 from services.runtime.health import ConsumerHealthMonitor, measure_event_loop_lag
-from services.runtime.http import LimitRequestBody
+from services.runtime.http import (
+    DATABASE_BUSY,
+    DATABASE_UNREACHABLE,
+    LimitRequestBody,
+    ShedLoad,
+    database_trouble_handler,
+)
 from services.runtime.kafka_security import kafka_security
 from services.runtime.logs import bind_event_context, clear_event_context, configure_logging, get_logger
 from services.runtime.metrics import RuntimeMetrics
@@ -344,9 +350,23 @@ class ServiceRuntime:
         for router in self_authenticating:
             app.include_router(router)
         app.add_exception_handler(AccessError, access_error_response)
+        refused = self.metrics.requests_refused
+        database_trouble = database_trouble_handler(
+            self.settings.retry_after_seconds, lambda reason: refused.labels(reason).inc()
+        )
+        for exc_type in (*DATABASE_BUSY, *DATABASE_UNREACHABLE):
+            app.add_exception_handler(exc_type, database_trouble)
         app.add_middleware(LimitRequestBody, max_bytes=self.settings.max_request_bytes)
-        # Outermost, so that even a 413 or a 401 leaves its audit row.
+        # Outside the request body limit, so that even a 413 or a 401 leaves its audit row.
         app.add_middleware(AuditMiddleware, trail=self.audit)
+        # Outermost: a request shed for overload touches nothing, not even the audit table (whose
+        # write would wait for the very connections the admitted requests are waiting for).
+        app.add_middleware(
+            ShedLoad,
+            limit=self.settings.max_requests_in_flight,
+            retry_after_seconds=self.settings.retry_after_seconds,
+            on_shed=refused.labels("overloaded").inc,
+        )
         return app
 
 

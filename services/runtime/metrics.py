@@ -52,6 +52,12 @@ class RuntimeMetrics:
             "Age of the oldest unpublished outbox row (0 when empty).",
             registry=self.registry,
         )
+        self.requests_refused = Counter(
+            f"{p}_http_requests_refused_total",
+            "API requests answered 503 with Retry-After: too many in flight (overloaded), or the database busy or unreachable.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.relay_failures = Counter(
             f"{p}_outbox_relay_failures_total",
             "Relay rounds that failed to publish (broker unreachable, timeout).",

@@ -149,6 +149,11 @@ class ServiceSettings(KafkaClientSettings, AccessSettings):
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    # API requests past this many in flight are answered 503 at once (probes and event streams
+    # excepted); twice the database pool (10 + 10 overflow) keeps a short queue without timeouts.
+    max_requests_in_flight: int = Field(default=40, ge=1)
+    # What a 503 (overloaded, database busy or unreachable) tells the caller to wait, in seconds.
+    retry_after_seconds: int = Field(default=1, ge=1)
     metrics_enabled: bool = True
     # A consumer group with lag that finished no record for this long makes readiness fail.
     consumer_stall_seconds: float = Field(default=120.0, gt=0)

@@ -303,6 +303,9 @@ class Driver:
             incident_id = response.json().get("incident_id") if response.status_code == 202 else None
             self.history.record(op="report", status=response.status_code, incident_id=incident_id,
                                 key=headers["Idempotency-Key"])
+            if response.status_code == 503:  # overloaded or its database unreachable: as a phone would, retry
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
             if incident_id:
                 await self.respond(incident_id, grid.grid_worker_ids[0])
             return
