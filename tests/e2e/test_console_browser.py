@@ -202,7 +202,6 @@ async def test_dispatcher_sees_a_phone_report_live_and_the_officers_report_for_d
 
 
 async def test_an_unreported_general_matter_breaches_turns_red_and_escalates(stack: Stack, browsers):
-    base = stack.url("console")
     dispatcher, worker = browsers["dispatcher"], browsers["worker"]
     incident_id = report_from_phone(worker, f"广场舞音响太吵，影响休息 {uuid.uuid4().hex[:4]}")
     wait(dispatcher, lambda d: present(d, item_selector(incident_id)), "incident appears")
