@@ -58,6 +58,9 @@ from infra.local import REPO_ROOT, ServiceProcess, create_topics, free_port
 
 BENCH = "pipeline"
 SERVICES = ("intake", "classification", "routing", "sla_timer")
+# The one-hop figure's own classification process (CPU rows and database are named after it).
+LONE = "classification (alone)"
+LONE_LOG = "classification_alone"
 # Reports are spread over every grid of the demo city, as a city's load is: all of them in one grid
 # with the same text would make each a probable duplicate of all the others (a flood intake handles,
 # but not the load whose latency these figures are about).
@@ -84,16 +87,16 @@ class Profile:
     steps: tuple[float, ...]  # step load, incidents/s; a side stops at the first step it does not keep up with
     step_seconds: float
     step_pairs: int  # interleaved (ours, raw) runs per step
-    metrics_rate: float  # metrics on/off: fixed rate of the throughput runs, incidents/s
+    metrics_rate: float  # metrics on/off: fixed rate of the throughput runs (above the sustained maximum), incidents/s
     metrics_count: int  # reports per throughput run
 
 
 PROFILES = {
-    "short": Profile(pairs=3, seconds=8, warmup=40, rates=(14, 50), hop_rate=50, steps=(100, 200, 400, 600),
-                     step_seconds=4, step_pairs=3, metrics_rate=200, metrics_count=1_600),
+    "short": Profile(pairs=3, seconds=8, warmup=40, rates=(14, 50), hop_rate=50, steps=(10, 20, 40, 100, 200, 400),
+                     step_seconds=4, step_pairs=3, metrics_rate=60, metrics_count=900),
     "long": Profile(pairs=5, seconds=30, warmup=200, rates=(14, 50), hop_rate=50,
-                    steps=(100, 200, 300, 400, 500, 600, 800), step_seconds=15, step_pairs=3, metrics_rate=300,
-                    metrics_count=6_000),
+                    steps=(10, 20, 30, 40, 60, 100, 200, 300, 400, 600, 800), step_seconds=15, step_pairs=3,
+                    metrics_rate=100, metrics_count=6_000),
 }
 # A step is kept up with when everything sent arrives within this long after its due time.
 STEP_MAX_LAG_SECONDS = 2.0
@@ -287,7 +290,9 @@ async def measure(rate: float, count: int, warmup: int, send: Callable[[int], Aw
 # --- the two systems ----------------------------------------------------------------------------
 
 
-def service_process(name: str, bootstrap: str, prefix: str, database_url: str, log_dir: Path, **settings: str) -> ServiceProcess:
+def service_process(
+    name: str, bootstrap: str, prefix: str, database_url: str, log_dir: Path, log_name: str | None = None, **settings: str
+) -> ServiceProcess:
     """One service as an OS process with this run's broker, topic prefix and database."""
     upper = name.upper()
     port = free_port()
@@ -299,7 +304,7 @@ def service_process(name: str, bootstrap: str, prefix: str, database_url: str, l
         f"GW_{upper}_LOG_LEVEL": "WARNING",
         **{f"GW_{upper}_{k.upper()}": v for k, v in settings.items()},
     }
-    return ServiceProcess(name, env, port, log_dir / f"{name}.log", cwd=REPO_ROOT)
+    return ServiceProcess(name, env, port, log_dir / f"{log_name or name}.log", cwd=REPO_ROOT)
 
 
 @dataclass
@@ -359,6 +364,10 @@ class Run:
     http: httpx.AsyncClient
     raw_hop: RawChain
     raw_chain: RawChain
+    # The one-hop figure's classification: alone on topics of its own, so that no downstream service
+    # works on what it classifies while it is measured (the raw hop has no downstream either).
+    lone_classification: ServiceProcess
+    lone_prefix: str
     results: list[Result] = field(default_factory=list)
     # Every key any figure sent: shared by the watchers' ledgers.
     issued: set[str] = field(default_factory=set)
@@ -369,7 +378,7 @@ class Run:
     def __post_init__(self) -> None:
         self._http_slots = asyncio.Semaphore(HTTP_CONNECTIONS)
         def processes() -> dict[str, int | None]:
-            return {**{n: s.pid for n, s in self.services.items()},
+            return {**{n: s.pid for n, s in self.services.items()}, LONE: self.lone_classification.pid,
                     self.raw_hop.name: self.raw_hop.proc.pid, self.raw_chain.name: self.raw_chain.proc.pid}
 
         self.meter = CpuMeter(self.infra, processes)
@@ -495,19 +504,19 @@ class Run:
     # --- figures ----------------------------------------------------------------------------
 
     async def one_hop(self) -> None:
-        """Classification alone (IncidentReported → IncidentClassified) vs one raw hop."""
+        """Classification alone (IncidentReported → IncidentClassified) vs one raw hop; then it stops."""
         p = self.profile
         count = int(p.hop_rate * p.seconds)
-        watch_ours = await self.watcher(self.prefix + CLASSIFICATION_DECISIONS.name, "IncidentClassified").start()
+        watch_ours = await self.watcher(self.lone_prefix + CLASSIFICATION_DECISIONS.name, "IncidentClassified").start()
         watch_raw = await self.watcher(self.raw_hop.topics[-1]).start()
         try:
-            await self.prime(self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, "prime", encoded_report), watch_ours)
+            await self.prime(self.kafka_sender(self.lone_prefix + INTAKE_INCIDENTS.name, "prime", encoded_report), watch_ours)
             await self.prime(self.kafka_sender(self.raw_hop.topics[0], "prime", encoded_report), watch_raw)
 
             def ours(pair: int) -> Awaitable[Sample]:
-                send = self.kafka_sender(self.prefix + INTAKE_INCIDENTS.name, f"hop{pair}-{uuid.uuid4().hex[:6]}",
+                send = self.kafka_sender(self.lone_prefix + INTAKE_INCIDENTS.name, f"hop{pair}-{uuid.uuid4().hex[:6]}",
                                          encoded_report)
-                return measure(p.hop_rate, count, p.warmup, send, watch_ours, self.meter, ("classification",))
+                return measure(p.hop_rate, count, p.warmup, send, watch_ours, self.meter, (LONE,))
 
             def raw(pair: int) -> Awaitable[Sample]:
                 send = self.kafka_sender(self.raw_hop.topics[0], f"raw{pair}-{uuid.uuid4().hex[:6]}",
@@ -515,11 +524,13 @@ class Run:
                 return measure(p.hop_rate, count, p.warmup, send, watch_raw, self.meter, (self.raw_hop.name,))
 
             await self.paired("one hop", p.hop_rate, ours, raw,
-                              "ours = classification (validate, classify, state + outbox, relay publish).", GOAL_ONE_HOP)
+                              "ours = classification alone on its own topics (validate, classify, state + outbox, "
+                              "relay publish).", GOAL_ONE_HOP)
             await self.settle("one hop", watch_ours, watch_raw)
         finally:
             await watch_ours.stop()
             await watch_raw.stop()
+            self.lone_classification.terminate()
 
     def watcher(self, topic: str, event_type: str | None = None, identity: Callable[[bytes], str] | None = None) -> Watcher:
         """A watcher of `topic` that knows every key any figure of this run sent (one figure's
@@ -715,20 +726,25 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
     await create_topics(infra.bootstrap, prefix=prefix)
     databases = {name: await asyncio.to_thread(infra.create_database) for name in SERVICES}
     services = {name: service_process(name, infra.bootstrap, prefix, databases[name], log_dir) for name in SERVICES}
+    lone_prefix = f"{prefix}lone."
+    await create_topics(infra.bootstrap, prefix=lone_prefix)
+    lone_database = await asyncio.to_thread(infra.create_database)
+    lone = service_process("classification", infra.bootstrap, lone_prefix, lone_database, log_dir, log_name=LONE_LOG)
     raw_hop = raw_chain = None
     producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all", enable_idempotence=True, linger_ms=1)
     run: Run | None = None
     try:
-        for proc in services.values():
+        for proc in (*services.values(), lone):
             proc.start()
-        for proc in services.values():
+        for proc in (*services.values(), lone):
             await asyncio.to_thread(proc.wait_healthy, 120)
         raw_hop = await RawChain.start(infra, prefix, 1, log_dir)
         raw_chain = await RawChain.start(infra, prefix, 4, log_dir)
         await producer.start()
         limits = httpx.Limits(max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS)
         async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-            run = Run(infra, profile, prefix, services, databases, producer, http, raw_hop, raw_chain)
+            run = Run(infra, profile, prefix, services, databases, producer, http, raw_hop, raw_chain, lone, lone_prefix)
+            run.meter.name_database(lone_database, LONE)
             await run.one_hop()
             await run.full()
             await metrics_overhead(run)
@@ -737,7 +753,7 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
         for chain in (raw_hop, raw_chain):
             if chain:
                 chain.stop()
-        for proc in services.values():
+        for proc in (*services.values(), lone):
             proc.terminate()
     if run.failures:
         raise CorrectnessError(run.failures, run.results)
