@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 
 
 class RuntimeMetrics:
@@ -10,6 +10,9 @@ class RuntimeMetrics:
 
     def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # The client's standard process_* (CPU, resident memory, open files) and python_gc_* series.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         p = f"gridwhistle_{service}"
         self.consumed = Counter(
             f"{p}_events_consumed_total",
