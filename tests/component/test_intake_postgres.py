@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from contracts.events import HandoffAcknowledged, HandoffDispatched, IncidentClassified, IncidentClosed
 from contracts.vocabulary import Category, ClosureOutcome, HandoffRole, Urgency
@@ -95,3 +96,37 @@ async def test_classification_links_duplicates_once_on_postgres(pg_url):
         links = [(e.data.incident_id, e.data.original_incident_id) for e in await outbox_envelopes(app) if e.type == "DuplicateLinked"]
         # The late report is 10 min 1 s after the original (outside the window) but 1 s after the repeat.
         assert links == [(repeat, original), (late, repeat)]
+
+
+async def test_pooled_connections_killed_by_the_server_are_replaced_and_the_report_lands_never_a_500(pg_url):
+    """A pooled connection the server dropped (as on a restart) is found dead when checked out and
+    replaced. Without that ping its first statement fails in asyncpg's InternalClientError ("cannot
+    switch to state"), which is no recognised disconnect: a 500, and a broken connection kept."""
+    app = make_app(pg_url)
+    async with running(app) as client:
+        first = await client.post("/api/v1/incidents", json=BODY, headers={"Idempotency-Key": "before"})
+        assert first.status_code == 202
+        runtime = app.state.runtime
+        async with runtime.engine.connect() as conn:
+            mine = (await conn.execute(text("SELECT current_database()"))).scalar_one()
+        # Every other session of this database is killed server-side, as a restart would.
+        admin = await asyncpg.connect(pg_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                mine,
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        statuses = []
+        for _ in range(5):
+            response = await client.post("/api/v1/incidents", json=BODY, headers={"Idempotency-Key": "after"})
+            statuses.append(response.status_code)
+            if response.status_code != 503:
+                break
+            assert response.headers["Retry-After"] == "1"
+            assert "database unreachable" in response.json()["detail"][0]["msg"]
+        assert statuses[-1] == 202 and set(statuses[:-1]) <= {503}, statuses
+        assert runtime.metrics.requests_refused.labels("database_unreachable")._value.get() == len(statuses) - 1
