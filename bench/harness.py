@@ -29,7 +29,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from infra.local import DEFAULT_KAFKA_VERSION, REPO_ROOT, LocalKafka, LocalPostgres, ensure_kafka_jars, free_port
+from infra.local import (
+    DEFAULT_KAFKA_VERSION,
+    REPO_ROOT,
+    LocalKafka,
+    LocalPostgres,
+    ServiceProcess,
+    ensure_kafka_jars,
+    free_port,
+)
 
 RESULTS_DIR = REPO_ROOT / ".bench"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -518,3 +526,19 @@ def write_results(results: list[Result], directory: Path = RESULTS_DIR, failures
     summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return summary
 
+
+def service_process(
+    name: str, bootstrap: str, prefix: str, database_url: str, log_dir: Path, log_name: str | None = None, **settings: str
+) -> ServiceProcess:
+    """One service as an OS process with this run's broker, topic prefix and database."""
+    upper = name.upper()
+    port = free_port()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GW_TOPIC_PREFIX": prefix,
+        f"GW_{upper}_DATABASE_URL": database_url,
+        f"GW_{upper}_HTTP_PORT": str(port),
+        f"GW_{upper}_LOG_LEVEL": "WARNING",
+        **{f"GW_{upper}_{k.upper()}": v for k, v in settings.items()},
+    }
+    return ServiceProcess(name, env, port, log_dir / f"{log_name or name}.log", cwd=REPO_ROOT)

@@ -47,6 +47,7 @@ from bench.harness import (
     intended_send_times,
     percentiles,
     sequence_failures,
+    service_process,
     spread,
     versions,
 )
@@ -54,7 +55,7 @@ from contracts.envelope import HEADER_ID, HEADER_TYPE, Envelope, correlation_for
 from contracts.events import IncidentReported, Location
 from contracts.reference import demo_city
 from contracts.topics import CLASSIFICATION_DECISIONS, INTAKE_INCIDENTS, SLA_DEADLINES
-from infra.local import REPO_ROOT, ServiceProcess, create_topics, free_port
+from infra.local import REPO_ROOT, ServiceProcess, create_topics
 
 BENCH = "pipeline"
 SERVICES = ("intake", "classification", "routing", "sla_timer")
@@ -288,23 +289,6 @@ async def measure(rate: float, count: int, warmup: int, send: Callable[[int], Aw
 
 
 # --- the two systems ----------------------------------------------------------------------------
-
-
-def service_process(
-    name: str, bootstrap: str, prefix: str, database_url: str, log_dir: Path, log_name: str | None = None, **settings: str
-) -> ServiceProcess:
-    """One service as an OS process with this run's broker, topic prefix and database."""
-    upper = name.upper()
-    port = free_port()
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "GW_TOPIC_PREFIX": prefix,
-        f"GW_{upper}_DATABASE_URL": database_url,
-        f"GW_{upper}_HTTP_PORT": str(port),
-        f"GW_{upper}_LOG_LEVEL": "WARNING",
-        **{f"GW_{upper}_{k.upper()}": v for k, v in settings.items()},
-    }
-    return ServiceProcess(name, env, port, log_dir / f"{log_name or name}.log", cwd=REPO_ROOT)
 
 
 @dataclass

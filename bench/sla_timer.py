@@ -30,13 +30,14 @@ from bench.harness import (
     percentiles,
     process_cpu_seconds,
     process_rss_mib,
+    service_process,
     versions,
 )
 from contracts.envelope import Envelope, correlation_for, make_envelope
 from contracts.events import CATALOGUE, HandoffAcknowledged, HandoffDispatched
 from contracts.topics import ROUTING_HANDOFFS, SLA_DEADLINES
 from contracts.vocabulary import Category, DeadlineKind, HandoffRole, Urgency
-from infra.local import REPO_ROOT, ServiceProcess, create_topics, free_port
+from infra.local import REPO_ROOT, ServiceProcess, create_topics
 from services.sla_timer.domain import deadline_id
 
 BENCH = "sla_timer"
@@ -73,18 +74,8 @@ def now_utc() -> datetime:
 
 
 def sla_timer_process(bootstrap: str, prefix: str, database_url: str, log_dir: Path, **settings: str) -> ServiceProcess:
-    """The SLA timer as an OS process with this run's broker, topic prefix and database."""
-    port = free_port()
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "GW_TOPIC_PREFIX": prefix,
-        "GW_SLA_TIMER_DATABASE_URL": database_url,
-        "GW_SLA_TIMER_HTTP_PORT": str(port),
-        "GW_SLA_TIMER_LOG_LEVEL": "WARNING",
-        "GW_SLA_TIMER_OUTBOX_POLL_SECONDS": "0.05",
-        **{f"GW_SLA_TIMER_{k.upper()}": v for k, v in settings.items()},
-    }
-    return ServiceProcess("sla_timer", env, port, log_dir / "sla_timer.log", cwd=REPO_ROOT)
+    """The SLA timer as an OS process with this run's broker, topic prefix and database; its relay polls every 50 ms."""
+    return service_process("sla_timer", bootstrap, prefix, database_url, log_dir, **{"outbox_poll_seconds": "0.05", **settings})
 
 
 def dispatch(incident_id: str, handoff_id: str, dispatched_at: datetime, due_at: datetime) -> Envelope:
