@@ -108,11 +108,12 @@ def _wants_stream(scope: Scope) -> bool:
 async def unavailable(send: Send, reason: str, retry_after_seconds: int) -> None:
     """Send a 503 whose Retry-After tells the caller when to try again."""
     await _answer(
-        send,
-        503,
-        problem([], f"{reason}; retry after {retry_after_seconds} s", "unavailable"),
-        [(b"retry-after", str(retry_after_seconds).encode())],
+        send, 503, _retry_later(reason, retry_after_seconds), [(b"retry-after", str(retry_after_seconds).encode())]
     )
+
+
+def _retry_later(reason: str, retry_after_seconds: int) -> dict[str, Any]:
+    return problem([], f"{reason}; retry after {retry_after_seconds} s", "unavailable")
 
 
 # What a request meets when the database is busy (no pooled connection came free in time) or
@@ -135,7 +136,7 @@ def database_trouble_handler(
         on_refused(reason)
         log.warning("request refused: database trouble", reason=reason, error=type(exc).__name__, path=request.url.path)
         return JSONResponse(
-            problem([], f"{reason.replace('_', ' ')}; retry after {retry_after_seconds} s", "unavailable"),
+            _retry_later(reason.replace("_", " "), retry_after_seconds),
             status_code=503,
             headers={"Retry-After": str(retry_after_seconds)},
         )
