@@ -106,6 +106,8 @@ class Catalogue:
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, int], type[Event]] = {}
+        # Newest version per type, kept on register: decoding asks for it on every record.
+        self._latest: dict[str, type[Event]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
 
     def register(self, model: type[E]) -> type[E]:
@@ -114,6 +116,9 @@ class Catalogue:
         if key in self._models and self._models[key] is not model:
             raise ValueError(f"event {key} registered twice")
         self._models[key] = model
+        newest = self._latest.get(model.event_type)
+        if newest is None or newest.version < model.version:
+            self._latest[model.event_type] = model
         return model
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -135,10 +140,7 @@ class Catalogue:
 
     def latest(self, event_type: str) -> type[Event]:
         """The newest registered version of a type."""
-        versions = [v for (t, v) in self._models if t == event_type]
-        if not versions:
-            raise KeyError(event_type)
-        return self._models[(event_type, max(versions))]
+        return self._latest[event_type]
 
     def upcast(self, event_type: str, version: int, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Lift data of an old version to the newest one this process knows."""
