@@ -43,6 +43,7 @@ def create_app(settings: SlaTimerSettings, clock: Clock | None = None) -> FastAP
         )
     if settings.scheduler_enabled:
         runtime.add_background("deadline-scheduler", scheduler.run)
+        runtime.add_background("pending-gauge", scheduler.watch_pending)
     app = runtime.http_app(title="gridwhistle sla_timer", routers=[command_router(runtime, scheduler, reference)])
     app.state.scheduler = scheduler
     # The scheduler's core, for tests that move a FakeClock by hand: `await app.state.fire_due(now)`.

@@ -13,7 +13,7 @@ unconsumed (lag, a restart, a rebalance) cancels the deadline instead of being b
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,7 +53,6 @@ class DeadlineScheduler:
         self._wake = asyncio.Event()
         self._sleeping_until: datetime | None = None
         self._armed_during_round: datetime | None = None
-        self._gauge_refreshed = float("-inf")
 
     @property
     def warning_fractions(self) -> tuple[float, ...]:
@@ -76,14 +75,25 @@ class DeadlineScheduler:
 
     async def fire_due(self, now: datetime) -> int:
         """Fire every breach and warning due at `now`, batch by batch; return how many events were emitted."""
+        emitted, _ = await self.fire_backlog(lambda: now)
+        return emitted
+
+    async def fire_backlog(self, instant: Callable[[], datetime]) -> tuple[int, datetime]:
+        """Fire batch after batch, each what is due at `instant()` as it starts; return (events, last instant).
+
+        The running loop reads the clock for every batch: what comes due while a backlog is being
+        fired (a burst of ten thousand takes seconds) goes in the next batch, not after the round,
+        and each breach is stamped with the instant its own batch fired, not the round's start.
+        """
         emitted = 0
-        watermarks, watched = await self._watermarks(now)
         while True:
+            now = instant()
+            watermarks, watched = await self._watermarks(now)
             claimed, sent = await self._fire_batch(now, watermarks, watched)
             emitted += sent
             # A full batch that emitted nothing made no progress; the next round looks again.
             if claimed < self._settings.fire_batch_size or sent == 0:
-                return emitted
+                return emitted, now
 
     async def _watermarks(self, now: datetime) -> tuple[dict[tuple[str, int], datetime | None], frozenset[str]]:
         """How far each source partition of the due rows has been consumed."""
@@ -170,6 +180,21 @@ class DeadlineScheduler:
             for urgency in ("urgent", "general"):
                 self._metrics.pending.labels(urgency, state).set(seen.get((state, urgency), 0))
 
+    async def watch_pending(self) -> None:
+        """Refresh the pending gauge every `pending_gauge_refresh_seconds`, until cancelled.
+
+        A loop of its own, never a step of the firing loop: counting a million open rows takes
+        hundreds of milliseconds, and every deadline due meanwhile would fire that much later.
+        """
+        while True:
+            try:
+                await self.refresh_pending_gauge()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is down: the gauge keeps its last value
+                log.debug("pending gauge not refreshed", error=repr(exc)[:200])
+            await asyncio.sleep(self._settings.pending_gauge_refresh_seconds)
+
     async def run(self) -> None:
         """Fire due deadlines until cancelled; catches up on any backlog first."""
         clock = self._runtime.clock
@@ -179,11 +204,7 @@ class DeadlineScheduler:
             self._sleeping_until = None
             self._armed_during_round = None
             self._wake.clear()
-            fired_up_to = clock.now()
-            await self.fire_due(fired_up_to)
-            if time.monotonic() - self._gauge_refreshed >= self._settings.pending_gauge_refresh_seconds:
-                await self.refresh_pending_gauge()
-                self._gauge_refreshed = time.monotonic()
+            _, fired_up_to = await self.fire_backlog(clock.now)
             async with self._runtime.engine.connect() as conn:
                 upcoming = await repo.next_fire_instant(conn)
                 await conn.rollback()
