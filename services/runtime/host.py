@@ -6,7 +6,6 @@ starts, so tests can swap the broker for FastStream's in-memory TestKafkaBroker 
 """
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -182,6 +181,9 @@ class ServiceRuntime:
             batch=True,
             max_records=self.settings.consumer_batch_max_records,
             batch_timeout_ms=self.settings.consumer_poll_ms,
+            # EventConsumer decodes and validates the raw records itself; FastStream's own JSON
+            # decoding of every body would be thrown away.
+            decoder=_left_undecoded,
             title=f"{self.name}:{spec.name}",
         )
         consumer.kafka_consumer = lambda: getattr(subscriber, "consumer", None)
@@ -213,9 +215,15 @@ class ServiceRuntime:
 
     async def _publish(self, topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> Any:
         producer = self._live_producer()
-        sent = await self._renewing(producer, self.broker.publish(value, topic, key=key, headers=headers, no_confirm=True))
+        if producer is None:
+            # The in-memory test broker (or none connected): its publish is what runs the subscribers.
+            return await self.broker.publish(value, topic, key=key, headers=headers)
+        # The relay's rows go to aiokafka directly: FastStream's per-message publish chain
+        # (middlewares, message building) cost as much CPU as the send itself. The producer is
+        # still the broker's own (acks=all, idempotent), so renewing it after a fatal failure holds.
+        sent = await self._renewing(producer, producer.send(topic, value, key=key, headers=_kafka_headers(headers)))
         # The relay awaits the broker's acknowledgements later, together; they may fail fatally too.
-        return self._renewing(producer, sent) if inspect.isawaitable(sent) else sent
+        return self._renewing(producer, sent)
 
     async def _publish_confirmed(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]) -> Any:
         producer = self._live_producer()
@@ -229,9 +237,11 @@ class ServiceRuntime:
             await self._renew_if_dead(producer, exc)
             raise
 
-    def _live_producer(self) -> Any:
+    def _live_producer(self) -> AIOKafkaProducer | None:
+        """The broker's connected aiokafka producer; None on the in-memory test broker or before connecting."""
         state = getattr(self.broker.config.producer, "_producer", None)
-        return getattr(state, "producer", None) if state else None
+        producer = getattr(state, "producer", None) if state else None
+        return producer if isinstance(producer, AIOKafkaProducer) else None
 
     async def _renew_if_dead(self, producer: Any, exc: BaseException) -> None:
         """Replace the Kafka producer a publish failed on if that failure is fatal for it.
@@ -371,6 +381,15 @@ class ServiceRuntime:
 
 
 _PATH_IDS = ("incident_id", "handoff_id", "deadline_id")
+
+
+async def _left_undecoded(message: Any) -> None:
+    """FastStream's decoder for the runtime's subscribers: the handler reads the raw records."""
+    return None
+
+
+def _kafka_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in headers.items()]
 
 
 async def bind_request_ids(request: Request) -> None:

@@ -48,9 +48,9 @@ LABELLED_SERIES = {
     "routing": ["gridwhistle_routing_handoffs_dispatched_total"],
     "sla_timer": ["gridwhistle_sla_timer_deadlines_armed_total"],
 }
-# FastStream's Prometheus middleware: every service consumes, and these also publish by then.
+# FastStream's Prometheus middleware: every service consumes.
 FASTSTREAM_RECEIVED = ["faststream_received_messages_total", "faststream_received_processed_messages_duration_seconds_count"]
-FASTSTREAM_PUBLISHED = ["faststream_published_messages_total"]
+# These have published through their outbox relay by then (which hands rows to aiokafka itself).
 PUBLISHERS = ("intake", "classification", "routing", "sla_timer")
 
 
@@ -130,7 +130,7 @@ async def test_metrics_pass_promtool_lint_on_every_service_after_an_incident_flo
         await report_and_wait_for_dispatch(client, stack, "observability-lint-1")
         for service in SERVICES:
             expected = [*LABELLED_SERIES.get(service, ()), f"gridwhistle_{service}_events_consumed_total"]
-            expected += FASTSTREAM_RECEIVED + (FASTSTREAM_PUBLISHED if service in PUBLISHERS else [])
+            expected += FASTSTREAM_RECEIVED + ([f"gridwhistle_{service}_outbox_published_total"] if service in PUBLISHERS else [])
 
             async def scraped(service: str = service) -> str:
                 return await scrape(client, stack, service)
