@@ -12,7 +12,11 @@ cancelling through Kafka (`HandoffDispatched`, `HandoffAcknowledged`) is measure
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -25,6 +29,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.harness import (
+    BASELINE,
     Infrastructure,
     Result,
     percentiles,
@@ -109,6 +114,48 @@ async def produce(bootstrap: str, topic: str, envelopes: Iterable[Envelope]) -> 
         return len(sent)
     finally:
         await producer.stop()
+
+
+@dataclass(frozen=True)
+class Drain:
+    """How a consumer worked off a backlog: from resuming to the last expected event received."""
+
+    seconds: float
+    done: int
+    cpu_seconds: float
+    produced_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return round(self.done / self.seconds, 1)
+
+    @property
+    def note(self) -> str:
+        return f"the backlog was produced (in {self.produced_seconds:.1f} s) while the consumer was stopped"
+
+
+async def drain_backlog(
+    bootstrap: str, pid: int, topic: str, envelopes: list[Envelope], watcher: DeadlineWatcher, event_type: str,
+    ids: list[str],
+) -> Drain:
+    """Produce `envelopes` while process `pid` is stopped (SIGSTOP), resume it, time until each id has `event_type`.
+
+    The load generator shares the machine's two cores with the consumer: producing the backlog
+    first keeps its CPU out of the figure. A few seconds stopped are within the group's session
+    timeout, so resuming costs no rebalance.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        await produce(bootstrap, topic, envelopes)
+        produced = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    cpu0 = process_cpu_seconds(pid)
+    t0 = time.monotonic()
+    await watcher.wait_for(event_type, ids, timeout=600)
+    seconds = time.monotonic() - t0
+    return Drain(seconds, watcher.seen(event_type, ids), round(process_cpu_seconds(pid) - cpu0, 2), produced)
 
 
 @dataclass
@@ -352,22 +399,55 @@ class Run:
                 "DeadlineCancelled",
             ),
         ):
-            cpu0 = process_cpu_seconds(self.service.pid)
-            t0 = time.monotonic()
-            await produce(self.infra.bootstrap, self.handoffs_topic, envelopes)
-            produced = time.monotonic() - t0
-            await self.watcher.wait_for(event_type, report_ids, timeout=600)
-            seconds = time.monotonic() - t0
-            done = self.watcher.seen(event_type, report_ids)
+            drain = await drain_backlog(self.infra.bootstrap, self.service.pid, self.handoffs_topic, envelopes,
+                                        self.watcher, event_type, report_ids)
             results.append(
                 self.result(
-                    variant, n, seconds, rate=round(done / seconds, 1),
-                    cpu_seconds=round(process_cpu_seconds(self.service.pid) - cpu0, 2),
-                    checks={"completed": f"{done}/{n}"}, unit="",
-                    note=f"goal >= 5,000/s; producing took {produced:.1f} s; one transaction per fetched batch",
+                    variant, n, drain.seconds, rate=drain.rate, cpu_seconds=drain.cpu_seconds,
+                    checks={"completed": f"{drain.done}/{n}"}, unit="",
+                    note=f"goal >= 5,000/s; {drain.note}; one transaction per fetched batch",
                 )
             )
-        return results
+        raw = await self.raw_arm_rate(n)
+        results[0].ratio = round(results[0].rate / raw.rate, 2) if raw.rate else None
+        return [results[0], raw, *results[1:]]
+
+    async def raw_arm_rate(self, n: int) -> Result:
+        """The arm rate of `bench.raw_sla_arm` (plain aiokafka + asyncpg) on topics and a database of its own."""
+        prefix = f"{self.prefix}raw."
+        await create_topics(self.infra.bootstrap, prefix=prefix)
+        database_url = await asyncio.to_thread(self.infra.create_database)
+        log = open(REPO_ROOT / ".bench" / "logs" / "raw_sla_arm.log", "w")  # noqa: SIM115 - the process writes it until stopped
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_sla_arm", "--bootstrap", self.infra.bootstrap, "--database-url",
+             database_url, "--source", prefix + ROUTING_HANDOFFS.name, "--target", prefix + SLA_DEADLINES.name],
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+        )
+        watcher: DeadlineWatcher | None = None
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout=90)
+            if line.strip() != "ready":
+                raise RuntimeError(f"bench.raw_sla_arm did not start (see {log.name})")
+            # Once the process has its partitions: the new topics have their leaders by then.
+            watcher = await DeadlineWatcher(self.infra.bootstrap, prefix + SLA_DEADLINES.name).start()
+            at = now_utc()
+            pairs = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(n)]
+            report_ids = [deadline_id(h, DeadlineKind.REPORT) for _, h in pairs]
+            envelopes = [dispatch(i, h, at, at + timedelta(days=1)) for i, h in pairs]
+            drain = await drain_backlog(self.infra.bootstrap, proc.pid, prefix + ROUTING_HANDOFFS.name, envelopes,
+                                        watcher, "DeadlineArmed", report_ids)
+            return self.result(
+                "raw-aiokafka arm rate: HandoffDispatched -> DeadlineArmed", n, drain.seconds, rate=drain.rate,
+                cpu_seconds=drain.cpu_seconds, checks={"completed": f"{drain.done}/{n}"}, unit="", goal=BASELINE,
+                note=f"bench.raw_sla_arm: the same claim, insert and outbox per fetched batch, then publish and mark; "
+                f"measured the same way, so the ceiling of this machine for the figure; {drain.note}",
+            )
+        finally:
+            if watcher is not None:
+                await watcher.stop()
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 10)
+            log.close()
 
     async def restart_catch_up(self, profile: Profile) -> Result:
         """SIGKILL the service, let `backlog` deadlines come due while it is down, restart, time the catch-up."""
