@@ -385,7 +385,6 @@ _PATH_IDS = ("incident_id", "handoff_id", "deadline_id")
 
 async def _left_undecoded(message: Any) -> None:
     """FastStream's decoder for the runtime's subscribers: the handler reads the raw records."""
-    return None
 
 
 def _kafka_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
