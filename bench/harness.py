@@ -11,6 +11,7 @@ performance goal never does, it is reported (`goal`, `goal_met`) and listed firs
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import operator
@@ -20,6 +21,7 @@ import re
 import secrets
 import statistics
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -542,3 +544,28 @@ def service_process(
         **{f"GW_{upper}_{k.upper()}": v for k, v in settings.items()},
     }
     return ServiceProcess(name, env, port, log_dir / f"{log_name or name}.log", cwd=REPO_ROOT)
+
+
+async def start_baseline(module: str, args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start a raw baseline (`python -m module args`) and wait for the "ready" it prints; kill it if none comes."""
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout=90)
+    except TimeoutError:
+        line = ""
+    if line.strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"{module} did not start (see {log_path})")
+    return proc
+
+
+def stop_baseline(proc: subprocess.Popen) -> None:
+    """SIGTERM a baseline process and wait; SIGKILL it if it does not stop within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

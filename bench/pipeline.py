@@ -20,7 +20,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -49,13 +48,15 @@ from bench.harness import (
     sequence_failures,
     service_process,
     spread,
+    start_baseline,
+    stop_baseline,
     versions,
 )
 from contracts.envelope import HEADER_ID, HEADER_TYPE, Envelope, correlation_for, make_envelope
 from contracts.events import IncidentReported, Location
 from contracts.reference import demo_city
 from contracts.topics import CLASSIFICATION_DECISIONS, INTAKE_INCIDENTS, SLA_DEADLINES
-from infra.local import REPO_ROOT, ServiceProcess, create_topics
+from infra.local import ServiceProcess, create_topics
 
 BENCH = "pipeline"
 SERVICES = ("intake", "classification", "routing", "sla_timer")
@@ -311,28 +312,15 @@ class RawChain:
         finally:
             await admin.close()
         database_url = await asyncio.to_thread(infra.create_database)
-        log = open(log_dir / f"raw_chain_{hops}.log", "w")  # noqa: SIM115 - the process writes it until stopped
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_chain", "--bootstrap", infra.bootstrap, "--database-url",
-             database_url, "--topics", *topics],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+        proc = await start_baseline(
+            "bench.raw_chain", ["--bootstrap", infra.bootstrap, "--database-url", database_url, "--topics", *topics],
+            log_dir / f"raw_chain_{hops}.log",
         )
-        try:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout=90)
-        except TimeoutError:
-            line = ""
-        if line.strip() != "ready":
-            proc.kill()
-            raise RuntimeError(f"raw chain did not start (see {log.name})")
         return cls(topics, proc, database_url, f"raw chain {hops} hop{'s' if hops > 1 else ''}")
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_baseline(self.proc)
 
 
 @dataclass

@@ -18,8 +18,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -39,6 +37,8 @@ from bench.harness import (
     process_cpu_seconds,
     process_rss_mib,
     service_process,
+    start_baseline,
+    stop_baseline,
     versions,
 )
 from contracts.envelope import Envelope, correlation_for, make_envelope
@@ -426,17 +426,14 @@ class Run:
         prefix = f"{self.prefix}raw."
         await create_topics(self.infra.bootstrap, prefix=prefix)
         database_url = await asyncio.to_thread(self.infra.create_database)
-        log = open(REPO_ROOT / ".bench" / "logs" / "raw_sla_arm.log", "w")  # noqa: SIM115 - the process writes it until stopped
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_sla_arm", "--bootstrap", self.infra.bootstrap, "--database-url",
-             database_url, "--source", prefix + ROUTING_HANDOFFS.name, "--target", prefix + SLA_DEADLINES.name],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+        proc = await start_baseline(
+            "bench.raw_sla_arm",
+            ["--bootstrap", self.infra.bootstrap, "--database-url", database_url,
+             "--source", prefix + ROUTING_HANDOFFS.name, "--target", prefix + SLA_DEADLINES.name],
+            REPO_ROOT / ".bench" / "logs" / "raw_sla_arm.log",
         )
         watcher: DeadlineWatcher | None = None
         try:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout=90)
-            if line.strip() != "ready":
-                raise RuntimeError(f"bench.raw_sla_arm did not start (see {log.name})")
             # Once the process has its partitions: the new topics have their leaders by then.
             watcher = await DeadlineWatcher(self.infra.bootstrap, prefix + SLA_DEADLINES.name).start()
             at = now_utc()
@@ -454,9 +451,7 @@ class Run:
         finally:
             if watcher is not None:
                 await watcher.stop()
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 10)
-            log.close()
+            stop_baseline(proc)
 
     async def restart_catch_up(self, profile: Profile) -> Result:
         """SIGKILL the service, let `backlog` deadlines come due while it is down, restart, time the catch-up."""
