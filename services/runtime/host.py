@@ -117,6 +117,7 @@ class ServiceRuntime:
         )
         self._committers: list[OffsetCommitter] = []
         self._producer_lock = asyncio.Lock()
+        self._renewals: set[asyncio.Task[None]] = set()
         self._background: list[tuple[str, BackgroundTask]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
@@ -222,8 +223,11 @@ class ServiceRuntime:
         # (middlewares, message building) cost as much CPU as the send itself. The producer is
         # still the broker's own (acks=all, idempotent), so renewing it after a fatal failure holds.
         sent = await self._renewing(producer, producer.send(topic, value, key=key, headers=_kafka_headers(headers)))
-        # The relay awaits the broker's acknowledgements later, together; they may fail fatally too.
-        return self._renewing(producer, sent)
+        # The relay awaits the broker's acknowledgements later, together, as the bare futures: a
+        # wrapping coroutine would cost gather a task per row. They may fail fatally too, so a
+        # failed one hands the producer to the renewal check.
+        sent.add_done_callback(lambda ack: self._renew_after_failed_ack(producer, ack))
+        return sent
 
     async def _publish_confirmed(self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]) -> Any:
         producer = self._live_producer()
@@ -236,6 +240,19 @@ class ServiceRuntime:
         except Exception as exc:
             await self._renew_if_dead(producer, exc)
             raise
+
+    def _renew_after_failed_ack(self, producer: AIOKafkaProducer, ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled() or ack.exception() is None:
+            return
+        renewal = asyncio.get_running_loop().create_task(self._renew_if_dead(producer, ack.exception()))
+        self._renewals.add(renewal)
+        renewal.add_done_callback(self._renewal_done)
+
+    def _renewal_done(self, renewal: asyncio.Task[None]) -> None:
+        self._renewals.discard(renewal)
+        if not renewal.cancelled() and renewal.exception() is not None:
+            # The relay's next round retries its sends, and a send that fails renews again.
+            log.warning("replacing the Kafka producer failed", error=repr(renewal.exception())[:200])
 
     def _live_producer(self) -> AIOKafkaProducer | None:
         """The broker's connected aiokafka producer; None on the in-memory test broker or before connecting."""

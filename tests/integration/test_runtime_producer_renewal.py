@@ -7,6 +7,8 @@ drained and every committed event waited forever.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 from sqlalchemy import MetaData
@@ -76,4 +78,34 @@ async def test_a_failed_acknowledgement_with_out_of_order_sequence_replaces_the_
 async def test_an_ordinary_publish_failure_keeps_the_producer(runtime):
     before = runtime._live_producer()  # noqa: SLF001
     await runtime._renew_if_dead(before, KafkaTimeoutError())  # noqa: SLF001 - an outage, not a dead producer
+    assert runtime._live_producer() is before  # noqa: SLF001
+
+
+async def test_an_acknowledgement_failing_with_out_of_order_sequence_replaces_the_producer(runtime):
+    """The relay awaits bare acknowledgement futures; a fatal one still hands its producer to renewal."""
+    before = runtime._live_producer()  # noqa: SLF001
+    acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
+    for ack in acks:  # several acknowledgements of one relay round fail together
+        ack.add_done_callback(lambda ack: runtime._renew_after_failed_ack(before, ack))  # noqa: SLF001
+        ack.set_exception(OutOfOrderSequenceNumber())
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await asyncio.gather(*acks)
+    for _ in range(200):
+        if runtime._live_producer() is not before:  # noqa: SLF001
+            break
+        await asyncio.sleep(0.05)
+    renewed = runtime._live_producer()  # noqa: SLF001
+    assert renewed is not None and renewed is not before
+    await asyncio.sleep(0.2)  # the other two renewals find it renewed already
+    assert runtime._live_producer() is renewed  # noqa: SLF001
+
+
+async def test_a_failed_acknowledgement_that_is_not_fatal_keeps_the_producer(runtime):
+    before = runtime._live_producer()  # noqa: SLF001
+    ack = asyncio.get_running_loop().create_future()
+    ack.add_done_callback(lambda ack: runtime._renew_after_failed_ack(before, ack))  # noqa: SLF001
+    ack.set_exception(KafkaTimeoutError())
+    with pytest.raises(KafkaTimeoutError):
+        await ack
+    await asyncio.sleep(0.2)
     assert runtime._live_producer() is before  # noqa: SLF001
