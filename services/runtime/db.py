@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
     Column,
@@ -22,6 +23,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    any_,
+    bindparam,
     event,
     text,
 )
@@ -45,8 +48,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
+        if value is None or value.tzinfo is UTC:
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -140,3 +143,11 @@ def insert_ignoring_conflicts(conn: AsyncConnection, table: Table) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing()
+
+
+def among(conn: AsyncConnection, column: Any, values: list[Any]) -> Any:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`, one parameter however many values."""
+    if conn.dialect.name == "postgresql":
+        # An expanded IN renders and binds one parameter per value: 500 of them per batch.
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)

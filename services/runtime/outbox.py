@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from contracts.envelope import Envelope
 from contracts.topics import topic_for_event
 from services.runtime.clock import Clock
-from services.runtime.db import insert_ignoring_conflicts
+from services.runtime.db import among, insert_ignoring_conflicts
 from services.runtime.logs import get_logger
 from services.runtime.metrics import RuntimeMetrics
 
@@ -239,9 +239,7 @@ class OutboxRelay:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             await conn.execute(
-                update(self._outbox)
-                .where(self._outbox.c.id.in_([r.id for r in rows]))
-                .values(published_at=now)
+                update(self._outbox).where(among(conn, self._outbox.c.id, [r.id for r in rows])).values(published_at=now)
             )
         for row in rows:
             self._metrics.published.labels(row.topic).inc()

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Float, Index, Integer, MetaData, String, Table, and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.runtime.db import UTCDateTime, insert_ignoring_conflicts
+from services.runtime.db import UTCDateTime, among, insert_ignoring_conflicts
 from services.sla_timer.domain import OPEN_STATES, DeadlineState
 
 metadata = MetaData()
@@ -179,7 +179,7 @@ async def fire_many_if_armed(conn: AsyncConnection, deadline_ids: list[str], *, 
         return set()
     result = await conn.execute(
         update(deadlines)
-        .where(deadlines.c.id.in_(deadline_ids), deadlines.c.state == _ARMED)
+        .where(among(conn, deadlines.c.id, deadline_ids), deadlines.c.state == _ARMED)
         .values(state=DeadlineState.FIRED.value, fired_at=at, next_fire_at=None, next_warning_at=None)
         .returning(deadlines.c.id)
     )
