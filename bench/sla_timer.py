@@ -81,9 +81,13 @@ def now_utc() -> datetime:
 # --- driving the service ------------------------------------------------------------------------
 
 
-def sla_timer_process(bootstrap: str, prefix: str, database_url: str, log_dir: Path, **settings: str) -> ServiceProcess:
+def sla_timer_process(
+    bootstrap: str, prefix: str, database_url: str, log_dir: Path, log_name: str | None = None, **settings: str
+) -> ServiceProcess:
     """The SLA timer as an OS process with this run's broker, topic prefix and database; its relay polls every 50 ms."""
-    return service_process("sla_timer", bootstrap, prefix, database_url, log_dir, **{"outbox_poll_seconds": "0.05", **settings})
+    return service_process(
+        "sla_timer", bootstrap, prefix, database_url, log_dir, log_name, **{"outbox_poll_seconds": "0.05", **settings}
+    )
 
 
 def dispatch(incident_id: str, handoff_id: str, dispatched_at: datetime, due_at: datetime) -> Envelope:
@@ -309,6 +313,7 @@ class Run:
     database_url: str
     prefix: str
     watcher: DeadlineWatcher
+    log_dir: Path
     pending: int = 0
 
     @property
@@ -364,28 +369,45 @@ class Run:
         rss = process_rss_mib(self.service.pid)
         return self.result(f"resident memory, {self.pending:,} pending", self.pending, 0.0, max=round(rss, 1), unit="MiB")
 
-    async def burst(self, profile: Profile) -> list[Result]:
-        """`burst` deadlines due within one second (bulk-armed); how long until every breach is out."""
+    async def burst(self, profile: Profile, replicas: int = 1) -> list[Result]:
+        """`burst` deadlines due within one second (bulk-armed); how long until every breach is out.
+
+        With `replicas` > 1, that many SLA timer processes share the database: they split the firing
+        through FOR UPDATE SKIP LOCKED, and one of them (the advisory-lock leader) relays it all.
+        """
         n = profile.burst
-        armed = now_utc()
-        second = armed + timedelta(seconds=5)
-        rows = [(str(uuid.uuid4()), armed, second + timedelta(microseconds=i * 1_000_000 // n)) for i in range(n)]
-        await copy_deadlines(self.database_url, rows)
-        due = {d: at for d, _, at in rows}
-        cpu0 = process_cpu_seconds(self.service.pid)
-        waited = await self.watcher.wait_for("DeadlineBreached", list(due), timeout=60)
+        others = [
+            sla_timer_process(self.infra.bootstrap, self.prefix, self.database_url, self.log_dir, f"sla_timer-{i}")
+            for i in range(2, replicas + 1)
+        ]
+        try:
+            for other in others:
+                other.start()
+                await asyncio.to_thread(other.wait_healthy, 120)
+            pids = [self.service.pid, *(other.pid for other in others)]
+            armed = now_utc()
+            second = armed + timedelta(seconds=5)
+            rows = [(str(uuid.uuid4()), armed, second + timedelta(microseconds=i * 1_000_000 // n)) for i in range(n)]
+            await copy_deadlines(self.database_url, rows)
+            due = {d: at for d, _, at in rows}
+            cpu0 = sum(process_cpu_seconds(pid) for pid in pids)
+            waited = await self.watcher.wait_for("DeadlineBreached", list(due), timeout=60)
+            cpu = round(sum(process_cpu_seconds(pid) for pid in pids) - cpu0, 2)
+        finally:
+            for other in others:
+                other.terminate()
         found = firings(self.watcher, due)
-        cpu = round(process_cpu_seconds(self.service.pid) - cpu0, 2)
         fired_in = sum(1 for x in found.fired_lateness_ms if x <= 2000)
         received_in = sum(1 for x in found.received_lateness_ms if x <= 2000)
+        shape = f"{replicas} replicas, " if replicas > 1 else ""
         return [
             self.result(
-                f"burst: {n:,} due in the same second, fired_at-due_at", n, waited, cpu_seconds=cpu,
+                f"burst: {n:,} due in the same second, {shape}fired_at-due_at", n, waited, cpu_seconds=cpu,
                 checks={**found.checks, "fired_within_2s": f"{fired_in}/{n}"},
                 **percentiles(found.fired_lateness_ms), note="goal: all fired within 2 s of their due instant",
             ),
             self.result(
-                f"burst: {n:,} due in the same second, received-due_at", n, waited,
+                f"burst: {n:,} due in the same second, {shape}received-due_at", n, waited,
                 checks={**found.checks, "received_within_2s": f"{received_in}/{n}"},
                 **percentiles(found.received_lateness_ms),
                 note="until a consumer of the deadlines topic has each breach (outbox relay and broker included)",
@@ -484,7 +506,7 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
     service.start()
     await asyncio.to_thread(service.wait_healthy, 120)
     watcher = await DeadlineWatcher(infra.bootstrap, prefix + SLA_DEADLINES.name).start()
-    run = Run(infra, service, database_url, prefix, watcher)
+    run = Run(infra, service, database_url, prefix, watcher, log_dir)
     results: list[Result] = []
     step: Callable[[str], None] = lambda what: print(f"[bench]   {what}", flush=True)  # noqa: E731
     try:
@@ -499,6 +521,9 @@ async def _run(infra: Infrastructure, profile: Profile, log_dir: Path) -> list[R
         results += await run.rates(profile)
         step(f"restart catch-up ({profile.backlog:,} overdue)")
         results.append(await run.restart_catch_up(profile))
+        # Last: a replica leaving rebalances the consumer group, which would disturb the rates.
+        step(f"burst of {profile.burst:,} with 2 replicas")
+        results += await run.burst(profile, replicas=2)
     finally:
         await watcher.stop()
         service.terminate()
