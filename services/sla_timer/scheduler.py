@@ -174,11 +174,9 @@ class DeadlineScheduler:
         for (urgency, kind), n in Counter((row.urgency, row.kind) for row in rows).items():
             self._metrics.breached.labels(urgency, kind).inc(n)
             self._metrics.fired.labels(urgency, kind, "breach").inc(n)
-        for urgency in {row.urgency for row in rows}:
-            lateness = self._metrics.lateness.labels(urgency)
-            for row in rows:
-                if row.urgency == urgency:
-                    lateness.observe(max((fired_at - row.due_at).total_seconds(), 0.0))
+        lateness = {urgency: self._metrics.lateness.labels(urgency) for urgency in {row.urgency for row in rows}}
+        for row in rows:
+            lateness[row.urgency].observe(max((fired_at - row.due_at).total_seconds(), 0.0))
 
     async def refresh_pending_gauge(self) -> None:
         """Set the pending gauge from the database (what every replica agrees on)."""
