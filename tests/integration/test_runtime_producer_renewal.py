@@ -15,7 +15,7 @@ from sqlalchemy import MetaData
 
 from services.runtime.host import ServiceRuntime
 from services.runtime.settings import ServiceSettings
-from tests.support import records_from_start
+from tests.support import records_from_start, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,30 +81,30 @@ async def test_an_ordinary_publish_failure_keeps_the_producer(runtime):
     assert runtime._live_producer() is before  # noqa: SLF001
 
 
-async def test_an_acknowledgement_failing_with_out_of_order_sequence_replaces_the_producer(runtime):
-    """The relay awaits bare acknowledgement futures; a fatal one still hands its producer to renewal."""
+async def test_acknowledgements_failing_with_out_of_order_sequence_replace_the_producer_once(runtime, kafka_topics):
+    """The relay awaits the bare acknowledgement futures `_publish` returns; a fatal one still renews the producer."""
+    topic = kafka_topics["gridwhistle.intake.incidents"]
     before = runtime._live_producer()  # noqa: SLF001
-    acks = [asyncio.get_running_loop().create_future() for _ in range(3)]
-    for ack in acks:  # several acknowledgements of one relay round fail together
-        ack.add_done_callback(lambda ack: runtime._renew_after_failed_ack(before, ack))  # noqa: SLF001
-        ack.set_exception(OutOfOrderSequenceNumber())
+    # Several acknowledgements of one relay round, still unanswered when the producer fails them.
+    acks = [await runtime._publish(topic, b"k", f"pending {i}".encode(), {}) for i in range(3)]  # noqa: SLF001
+    wedge(runtime)
     with pytest.raises(OutOfOrderSequenceNumber):
         await asyncio.gather(*acks)
-    for _ in range(200):
-        if runtime._live_producer() is not before:  # noqa: SLF001
-            break
-        await asyncio.sleep(0.05)
-    renewed = runtime._live_producer()  # noqa: SLF001
-    assert renewed is not None and renewed is not before
-    await asyncio.sleep(0.2)  # the other two renewals find it renewed already
-    assert runtime._live_producer() is renewed  # noqa: SLF001
+
+    async def renewed() -> bool:
+        return runtime._live_producer() is not before  # noqa: SLF001
+
+    await wait_for(renewed, timeout=10)
+    fresh = runtime._live_producer()  # noqa: SLF001
+    await asyncio.sleep(0.2)  # the other two failures find it renewed already
+    assert runtime._live_producer() is fresh  # noqa: SLF001
 
 
-async def test_a_failed_acknowledgement_that_is_not_fatal_keeps_the_producer(runtime):
+async def test_an_acknowledgement_failing_for_an_ordinary_reason_keeps_the_producer(runtime, kafka_topics):
+    topic = kafka_topics["gridwhistle.intake.incidents"]
     before = runtime._live_producer()  # noqa: SLF001
-    ack = asyncio.get_running_loop().create_future()
-    ack.add_done_callback(lambda ack: runtime._renew_after_failed_ack(before, ack))  # noqa: SLF001
-    ack.set_exception(KafkaTimeoutError())
+    ack = await runtime._publish(topic, b"k", b"timed out", {})  # noqa: SLF001
+    before._message_accumulator.fail_all(KafkaTimeoutError())  # noqa: SLF001 - an outage, not a dead producer
     with pytest.raises(KafkaTimeoutError):
         await ack
     await asyncio.sleep(0.2)
